@@ -1,0 +1,321 @@
+"""Typed configuration: dataclasses with reasoned defaults, YAML load/save, dotted overrides.
+
+Every user mistake (unknown key, wrong type, bad value) raises ``UserError`` naming the key and,
+where there is one, the closest valid key. ``Config`` defaults are the study's common settings
+(configs/cvc.yaml etc. only override what differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imbaseg.errors import UserError, suggestion
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic-polyp"  # a prepared dataset name under data/prepared/ (synthetic-* prepare themselves)
+    root: str | None = None  # project root holding data/; None means $IMBASEG_HOME or the current directory
+    size: list[int] | None = None  # [H, W] training size; None keeps the prepared images' own size
+    in_channels: int = 3  # 3 = RGB (grey images are replicated), 1 = luminance
+    patch_size: list[int] | None = None  # [h, w] random training crops (DRIVE on CPU); None trains on whole images
+    num_workers: int = 0  # loader processes; 0 loads in the main process (fastest for tiny CPU runs)
+    augment: dict[str, Any] = field(default_factory=dict)  # imbaseg.data.transforms keys; {} = the study's set
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"  # "unet" (the study's U-Net) or "timm-unet" (any timm encoder)
+    base_channels: int = 64  # the study's U-Net width
+    encoder: str = "resnet34"  # timm-unet only: any timm model with features_only support
+    pretrained: bool = False  # timm-unet only: downloading weights needs the internet, so it is opt-in
+
+
+@dataclass
+class LossConfig:
+    name: str = "bce"  # a registry name or a compound like "boundary-gaussian(sigma=4)+0.5*dou"
+    params: dict[str, Any] = field(default_factory=dict)  # parameters of a single named loss
+    terms: list[dict[str, Any]] | None = None  # YAML compound form: [{name, weight, params}]; overrides name
+    sync_stats: bool = True  # multi-GPU: all-reduce the batch counts so statistics match one big batch
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # the study used SGD; "adamw" is the common alternative
+    lr: float = 0.1  # the study's initial learning rate for SGD
+    momentum: float = 0.9  # SGD momentum, as in the study
+    weight_decay: float = 1e-4  # the study's L2 regularisation
+    grad_clip: float | None = None  # max global grad norm; None disables clipping
+
+
+@dataclass
+class SchedConfig:
+    name: str = "plateau"  # the study's ReduceLROnPlateau; also "cosine", "poly", "none"
+    factor: float = 0.1  # plateau: multiply the lr by this when the monitor stalls
+    patience: int = 10  # plateau: epochs without improvement before reducing the lr
+    min_lr: float = 0.0  # floor for every schedule
+    power: float = 0.9  # poly: lr = lr0 * (1 - epoch/epochs)^power (nnU-Net's choice)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 400  # the study's upper bound; early stopping usually ends sooner
+    batch_size: int = 2  # the study's batch for CVC and DRIVE
+    early_stopping: int = 20  # epochs without improvement of the monitor before stopping; 0 disables
+    monitor: str = "val_loss"  # "val_loss" or "val_dice": the value that picks best.pt and drives the schedule
+    threshold: float = 0.5  # probability threshold for the validation Dice
+    device: str = "auto"  # "auto" = cuda, then mps, then cpu
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
+    compile: bool = False  # torch.compile the model (falls back to eager when compilation fails)
+    channels_last: bool = True  # faster convolutions on GPU; harmless on CPU
+    deterministic: bool = False  # deterministic kernels and loaders, for bit-exact resume
+    log_interval: int = 20  # steps between host syncs of the running loss (and the NaN check)
+    max_train_batches: int | None = None  # cap per epoch, for smoke runs; None uses the whole split
+
+
+@dataclass
+class Config:
+    name: str | None = None  # run folder name; None uses a timestamp
+    seed: int = 42  # the study's seed
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def loss_label(self) -> str:
+        """The loss as one string, for folder names and tables."""
+        if self.loss.terms:
+            return "+".join(
+                (f"{t.get('weight', 1.0)}*" if t.get("weight", 1.0) != 1.0 else "") + str(t.get("name"))
+                for t in self.loss.terms
+            )
+        if self.loss.params:
+            args = ",".join(f"{k}={v}" for k, v in self.loss.params.items())
+            return f"{self.loss.name}({args})"
+        return self.loss.name
+
+    @property
+    def monitor_mode(self) -> str:
+        return "max" if self.train.monitor.endswith("dice") else "min"
+
+
+MONITORS = ("val_loss", "val_dice")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("plateau", "cosine", "poly", "none")
+
+
+# ----------------------------------------------------------------------------- type checking
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0] if errors else UserError(f"config key '{key}' cannot be null")
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise UserError(f"config key '{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"config key '{key}' must be a string, got {value!r}")
+    return value
+
+
+def _build(cls, data: dict[str, Any], prefix: str):
+    if not isinstance(data, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            valid = [f"{prefix}{k}" for k in hints]
+            raise UserError(f"unknown config key '{full}'.{suggestion(full, valid)} Valid keys: {', '.join(valid)}.")
+        tp = hints[key]
+        if _is_dataclass_type(tp):
+            kwargs[key] = _build(tp, value or {}, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("params", "augment"):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    """Check values that types alone cannot (choices and ranges)."""
+    t = cfg.train
+    checks = [
+        (t.monitor in MONITORS, "train.monitor", t.monitor, MONITORS),
+        (cfg.optim.name in OPTIMIZERS, "optim.name", cfg.optim.name, OPTIMIZERS),
+        (cfg.sched.name in SCHEDULES, "sched.name", cfg.sched.name, SCHEDULES),
+    ]
+    for ok, key, value, choices in checks:
+        if not ok:
+            raise UserError(
+                f"bad value '{value}' for '{key}'.{suggestion(value, choices)} Choose one of: {', '.join(choices)}."
+            )
+    positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size, "train.log_interval": t.log_interval,
+                "optim.lr": cfg.optim.lr, "model.base_channels": cfg.model.base_channels}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config key '{key}' must be positive, got {value}")
+    if not 0.0 < t.threshold < 1.0:
+        raise UserError(f"config key 'train.threshold' must be between 0 and 1, got {t.threshold}")
+    for key, value in (("data.size", cfg.data.size), ("data.patch_size", cfg.data.patch_size)):
+        if value is not None and (len(value) != 2 or min(value) <= 0):
+            raise UserError(f"config key '{key}' must be two positive integers [H, W], got {value}")
+    if cfg.data.in_channels not in (1, 3):
+        raise UserError(f"config key 'data.in_channels' must be 1 or 3, got {cfg.data.in_channels}")
+    return cfg
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    """A validated Config from a (possibly partial) nested dict."""
+    return validate(_build(Config, data or {}, ""))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"bad --set '{text}': write it as key.sub=value, e.g. --set train.epochs=3")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"bad --set '{text}': the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; users mean a number
+        try:
+            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf") else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def nest(key: str, value: Any) -> dict[str, Any]:
+    """``("a.b.c", 1)`` -> ``{"a": {"b": {"c": 1}}}``."""
+    out: dict[str, Any] = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> dict:
+    parts = key.split(".")
+    # "loss.params.sigma=4" and "data.augment.hflip=0.5" reach inside free-form mappings
+    for free in ("params", "augment"):
+        if free in parts[:-1]:
+            i = parts.index(free)
+            head = ".".join(parts[: i + 1])
+            inner = _get_dotted(data, head) or {}
+            inner = dict(inner)
+            inner[".".join(parts[i + 1 :])] = value
+            return _merge(data, nest(head, inner))
+    return _merge(data, nest(key, value))
+
+
+def _get_dotted(data: dict, key: str):
+    cur: Any = data
+    for part in key.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}. Pass an existing YAML file, e.g. configs/cvc.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}: fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections (data:, model:, train:, ...)")
+    return data
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- ``base`` dict <- YAML file <- dotted ``overrides``, validated."""
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    for key, value in overrides or []:
+        data = _set_dotted(data, key, value)
+    return from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from imbaseg.paths import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

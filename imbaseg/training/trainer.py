@@ -1,0 +1,537 @@
+"""The training loop: AMP, channels_last, optional compile, checkpoints, early stopping, resume.
+
+``train(cfg)`` is the one entry point (the CLI calls it). It runs on CPU, one GPU, or many GPUs
+under torchrun (DistributedDataParallel; rank 0 alone writes files). Losses are accumulated on
+the device and synced once per ``train.log_interval`` steps, which is also when a non-finite
+loss is detected: the run stops with ``NonFiniteLoss`` and the checkpoints written before stay
+intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from imbaseg.config import Config, save_config
+from imbaseg.errors import UserError
+from imbaseg.paths import new_run_dir
+from imbaseg.training import distributed as D
+from imbaseg.training.history import write_history
+from imbaseg.training.run_dir import (
+    build_model,
+    load_checkpoint,
+    load_model_state,
+    resolve_device,
+    save_checkpoint,
+)
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or Inf (a user-facing stop, not a crash)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: list[dict[str, Any]]
+    best_value: float | None
+    best_epoch: int | None
+    stopped: str  # "completed", "early_stopping", "interrupted"
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # completed epochs
+    best_value: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- setup helpers
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; None (full precision) on CPU/MPS or when disabled."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def build_loss(cfg: Config) -> nn.Module:
+    from imbaseg.losses import get_loss
+
+    spec = cfg.loss.terms if cfg.loss.terms else cfg.loss.name
+    params = {} if cfg.loss.terms else dict(cfg.loss.params)
+    loss = get_loss(spec, **params)
+    if D.env_world_size() > 1 and cfg.loss.sync_stats:
+        _enable_sync_stats(loss)
+    return loss
+
+
+def _enable_sync_stats(loss: nn.Module) -> None:
+    """Switch every batch-statistic loss (sub)module to all-reduced global counts."""
+    for module in loss.modules():
+        if hasattr(module, "sync_stats"):
+            module.sync_stats = True
+
+
+def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def build_scheduler(cfg: Config, optimizer):
+    s, epochs = cfg.sched, cfg.train.epochs
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=cfg.monitor_mode, factor=s.factor, patience=s.patience, min_lr=s.min_lr
+        )
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=s.min_lr)
+    if s.name == "poly":
+        lr0 = cfg.optim.lr
+
+        def factor(e: int) -> float:
+            return max(s.min_lr / lr0, (1 - min(e, epochs) / epochs) ** s.power)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def build_loaders(cfg: Config, distance_keys: tuple[str, ...], distributed: bool):
+    from imbaseg.data.dataset import SegDataset
+    from imbaseg.data.loader import build_loader
+    from imbaseg.data.prepare import ensure_prepared
+
+    d = cfg.data
+    root = ensure_prepared(d.dataset, root=d.root)
+    size = tuple(d.size) if d.size else None
+    patch = tuple(d.patch_size) if d.patch_size else None
+    train_ds = SegDataset(root, "train", size=size, augment=d.augment, patch_size=patch,
+                          distance_keys=distance_keys, in_channels=d.in_channels, seed=cfg.seed)
+    val_ds = SegDataset(root, "val", size=size, augment=None, patch_size=None,
+                        distance_keys=distance_keys, in_channels=d.in_channels, seed=cfg.seed)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise UserError(f"prepared dataset {root} needs non-empty train and val splits (see its manifest.csv)")
+    common = dict(num_workers=d.num_workers, seed=cfg.seed, distributed=distributed,
+                  persistent_workers=(d.num_workers > 0 and not cfg.train.deterministic) or None)
+    train_dl = build_loader(train_ds, cfg.train.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.train.batch_size,
+                            **common)
+    val_dl = build_loader(val_ds, cfg.train.batch_size, shuffle=False, **common)
+    return train_dl, val_dl
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Owns the model, optimizer and loaders of one run; ``fit()`` runs the epochs."""
+
+    def __init__(self, cfg: Config, run_dir: Path | None = None, resume: str | Path | None = None,
+                 console=None, progress: bool | None = None,
+                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None):
+        self.cfg = cfg
+        self.console = console
+        self.on_epoch_end = on_epoch_end
+        self.device = resolve_device(cfg.train.device)
+        self.rank, local_rank, self.world = D.setup(self.device.type)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        seed_everything(cfg.seed + self.rank, cfg.train.deterministic)
+        self.main = self.rank == 0
+        self.progress = progress
+        self.state = _State()
+        self.stop_requested = False
+
+        self.model = build_model(cfg).to(self.device)
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(cfg).to(self.device)
+        self.distance_keys = tuple(getattr(self.loss_fn, "distance_inputs", ()) or ())
+        self.optimizer = build_optimizer(cfg, self.model.parameters())
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        self.amp = amp_dtype(self.device, cfg.train.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.train_dl, self.val_dl = build_loaders(cfg, self.distance_keys, self.world > 1)
+
+        if resume is not None:
+            self._resume(Path(resume))
+            self.run_dir = Path(resume)
+        else:
+            self.run_dir = run_dir if run_dir is not None else self._new_run_dir()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.net = self._wrap(self.model)
+        self.log = self._logger()
+
+    # -- setup
+
+    def _new_run_dir(self) -> Path:
+        path = None
+        if self.main:
+            path = str(new_run_dir(self.cfg.data.dataset, self.cfg.loss_label, self.cfg.name, root=self.cfg.data.root))
+        return Path(D.broadcast_object(path))
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.train.compile:
+            try:
+                net = torch.compile(net)
+            except Exception as exc:  # compile support varies by platform; eager always works
+                self._say(f"[yellow]torch.compile failed ({exc.__class__.__name__}); training eagerly[/]")
+        return net
+
+    def _logger(self) -> logging.Logger:
+        log = logging.getLogger(f"imbaseg.run.{id(self)}")
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.run_dir / "train.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            log.addHandler(handler)
+        return log
+
+    def _resume(self, run_dir: Path) -> None:
+        path = run_dir / "checkpoints" / "last.pt"
+        if not path.is_file():
+            raise UserError(f"cannot resume {run_dir}: no checkpoints/last.pt in it")
+        ckpt = load_checkpoint(path, map_location=self.device)
+        load_model_state(self.model, ckpt["model"], str(path))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = _State(ckpt["epoch"], ckpt.get("best_value"), ckpt.get("best_epoch"),
+                            ckpt.get("bad_epochs", 0), list(ckpt.get("history", [])))
+        if ckpt.get("rng") and ckpt.get("world_size", 1) == self.world:
+            set_rng_state(ckpt["rng"])  # across a world-size change the streams differ anyway
+
+    def _say(self, msg: str) -> None:
+        if self.main and self.console is not None:
+            self.console.print(msg)
+
+    # -- one epoch
+
+    def _batch_to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        nb = self.device.type == "cuda"
+        fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
+        x = batch["image"].to(self.device, non_blocking=nb).contiguous(memory_format=fmt)
+        y = batch["mask"].to(self.device, non_blocking=nb)
+        extras = {k: batch[k].to(self.device, non_blocking=nb) for k in self.distance_keys if k in batch}
+        return x, y, extras
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp)
+
+    def _sync_running(self, total: torch.Tensor, count: int, epoch: int, step: int) -> float:
+        value = float(total.item()) / max(count, 1)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"training loss became {value} at epoch {epoch + 1}, step {step}: lower the learning rate "
+                f"(optim.lr={self.cfg.optim.lr}), enable optim.grad_clip, or check the data. "
+                f"Checkpoints written before are intact in {self.ckpt_dir}"
+            )
+        return value
+
+    def train_epoch(self, epoch: int, bar=None) -> dict[str, float]:
+        self.net.train()
+        sampler = getattr(self.train_dl, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        gen = getattr(self.train_dl, "generator", None)
+        if gen is not None:
+            gen.manual_seed(self.cfg.seed + epoch)  # epoch-seeded shuffling makes resume exact
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        terms: dict[str, torch.Tensor] = {}
+        n_batches, seen, t0, running = 0, 0, time.perf_counter(), None
+        limit = self.cfg.train.max_train_batches
+        for step, batch in enumerate(self.train_dl):
+            if self.stop_requested or (limit is not None and step >= limit):
+                break
+            x, y, extras = self._batch_to_device(batch)
+            with self._autocast():
+                logits = self.net(x)
+            loss = self.loss_fn(logits.float(), y, **extras)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.cfg.optim.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            total += loss.detach()
+            for k, v in (getattr(self.loss_fn, "last_terms", None) or {}).items():
+                terms[k] = terms.get(k, 0.0) + v.detach().double()
+            n_batches += 1
+            seen += x.shape[0]
+            if n_batches % self.cfg.train.log_interval == 0:
+                running = self._sync_running(total, n_batches, epoch, n_batches)
+            if bar is not None:
+                bar(n_batches, running, seen * self.world / (time.perf_counter() - t0))
+        stats = torch.stack([total, torch.tensor(float(n_batches), device=self.device, dtype=torch.float64)])
+        D.all_reduce_sum(stats)
+        mean = self._sync_running(stats[0], int(stats[1].item()), epoch, n_batches)
+        out = {"train_loss": mean, "images_per_s": seen * self.world / max(time.perf_counter() - t0, 1e-9)}
+        for k, v in terms.items():
+            t = torch.as_tensor(v, device=self.device, dtype=torch.float64).reshape(1)
+            D.all_reduce_sum(t)
+            out[f"train_{k}"] = float(t.item()) / max(int(stats[1].item()), 1)
+        return out
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean loss per image and mean per-image Dice (both empty counts as 1), over all ranks."""
+        self.net.eval()
+        thr = self.cfg.train.threshold
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, dice sum, n
+        for batch in self.val_dl:
+            x, y, extras = self._batch_to_device(batch)
+            with self._autocast():
+                logits = self.net(x)
+            logits = logits.float()
+            loss = self.loss_fn(logits, y, **extras)
+            fov = batch["fov"].to(self.device) if "fov" in batch else torch.ones_like(y)
+            pred = (torch.sigmoid(logits) > thr).float() * fov
+            tgt = (y > 0.5).float() * fov
+            tp = (pred * tgt).sum(dim=(1, 2, 3))
+            denom = pred.sum(dim=(1, 2, 3)) + tgt.sum(dim=(1, 2, 3))
+            dice = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.ones_like(denom))
+            n = x.shape[0]
+            sums += torch.stack([loss.double() * n, dice.double().sum(), torch.tensor(float(n), device=self.device,
+                                                                                       dtype=torch.float64)])
+        D.all_reduce_sum(sums)
+        n = max(sums[2].item(), 1.0)
+        return {"val_loss": sums[0].item() / n, "val_dice": sums[1].item() / n}
+
+    # -- bookkeeping
+
+    def _improved(self, value: float) -> bool:
+        best = self.state.best_value
+        if best is None or not math.isfinite(best):
+            return math.isfinite(value)
+        return value > best if self.cfg.monitor_mode == "max" else value < best
+
+    def checkpoint(self, interrupted: bool = False) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": self.state.epoch,
+            "best_value": self.state.best_value,
+            "best_epoch": self.state.best_epoch,
+            "bad_epochs": self.state.bad_epochs,
+            "history": self.state.history,
+            "rng": rng_state(),
+            "config": self.cfg.to_dict(),
+            "interrupted": interrupted,
+            "world_size": self.world,
+        }
+
+    def _write_run_files(self) -> None:
+        from imbaseg.training.env import write_env
+
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        write_env(self.run_dir / "env.json", self.device, self.world)
+
+    def _end_epoch(self, epoch: int, row: dict[str, Any]) -> bool:
+        """Record the epoch, step the schedule, write files; True when early stopping triggers."""
+        value = row[self.cfg.train.monitor]
+        improved = self._improved(value)
+        if improved:
+            self.state.best_value, self.state.best_epoch, self.state.bad_epochs = value, epoch + 1, 0
+        else:
+            self.state.bad_epochs += 1
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        self.state.epoch = epoch + 1
+        self.state.history.append(row)
+        if self.main:
+            state = self.checkpoint()
+            save_checkpoint(state, self.ckpt_dir / "last.pt")
+            if improved:
+                save_checkpoint(state, self.ckpt_dir / "best.pt")
+            write_history(self.run_dir, self.state.history)
+        D.barrier()
+        patience = self.cfg.train.early_stopping
+        return bool(patience) and self.state.bad_epochs >= patience
+
+    def fit(self) -> TrainResult:
+        if self.main:
+            self._write_run_files()
+            self.log.info("run %s: dataset=%s loss=%s model=%s device=%s world=%d", self.run_dir,
+                          self.cfg.data.dataset, self.cfg.loss_label, self.cfg.model.name, self.device, self.world)
+        stopped = "completed"
+        with _sigint_guard(self), _progress(self) as prog:
+            for epoch in range(self.state.epoch, self.cfg.train.epochs):
+                t0 = time.perf_counter()
+                lr = self.optimizer.param_groups[0]["lr"]
+                train_stats = self.train_epoch(epoch, prog.batch_callback(epoch))
+                if self.stop_requested:
+                    stopped = "interrupted"
+                    break
+                val_stats = self.validate()
+                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["train_loss"], **val_stats,
+                       "seconds": round(time.perf_counter() - t0, 3),
+                       **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"}}
+                early = self._end_epoch(epoch, row)
+                self._report(row, train_stats["images_per_s"])
+                prog.epoch_done()
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(row)
+                if self.stop_requested:
+                    stopped = "interrupted"
+                    break
+                if early:
+                    stopped = "early_stopping"
+                    self._say(f"early stopping: no improvement of {self.cfg.train.monitor} for "
+                              f"{self.cfg.train.early_stopping} epochs")
+                    break
+        if stopped == "interrupted" and self.main:
+            save_checkpoint(self.checkpoint(interrupted=True), self.ckpt_dir / "last.pt")
+            self._say(f"[yellow]interrupted: saved {self.ckpt_dir / 'last.pt'}; continue with "
+                      f"imbaseg train --resume {self.run_dir}[/]")
+        self.log.info("finished (%s) after %d epochs; best %s=%s at epoch %s", stopped, self.state.epoch,
+                      self.cfg.train.monitor, self.state.best_value, self.state.best_epoch)
+        for h in list(self.log.handlers):
+            h.close()
+            self.log.removeHandler(h)
+        return TrainResult(self.run_dir, self.state.history, self.state.best_value, self.state.best_epoch, stopped)
+
+    def _report(self, row: dict[str, Any], rate: float) -> None:
+        line = (f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  lr {row['lr']:.2e}  train_loss {row['train_loss']:.4f}"
+                f"  val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  {rate:.1f} img/s"
+                f"  {row['seconds']:.1f}s")
+        if self.state.best_epoch == row["epoch"]:
+            line += "  *best*"
+        if self.main:
+            self.log.info(line)
+        self._say(line)
+
+
+@contextlib.contextmanager
+def _sigint_guard(trainer: Trainer):
+    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        trainer._say("[yellow]stopping after this batch (Ctrl-C again to abort)...[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _NoProgress:
+    def batch_callback(self, epoch):
+        return None
+
+    def epoch_done(self):
+        pass
+
+
+@contextlib.contextmanager
+def _progress(trainer: Trainer):
+    """A rich display with an epoch bar and a batch bar (loss, images/s), on a terminal only."""
+    show = trainer.progress
+    if show is None:
+        show = trainer.console is not None and trainer.console.is_terminal
+    if not (show and trainer.main and trainer.console is not None):
+        yield _NoProgress()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=trainer.console,
+                    transient=False)
+    n_batches = len(trainer.train_dl)
+    if trainer.cfg.train.max_train_batches is not None:
+        n_batches = min(n_batches, trainer.cfg.train.max_train_batches)
+    epochs = prog.add_task("epochs", total=trainer.cfg.train.epochs, completed=trainer.state.epoch, info="")
+    batches = prog.add_task("batches", total=n_batches, info="")
+
+    class _P:
+        def batch_callback(self, epoch):
+            prog.reset(batches, total=n_batches, description=f"epoch {epoch + 1}", info="")
+
+            def cb(done, loss, rate):
+                info = f"{rate:.1f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
+                prog.update(batches, completed=done, info=info)
+
+            return cb
+
+        def epoch_done(self):
+            prog.advance(epochs)
+
+    with prog:
+        yield _P()
+
+
+def train(cfg: Config, resume: str | Path | None = None, console=None, progress: bool | None = None,
+          on_epoch_end=None) -> TrainResult:
+    """Train a model as ``cfg`` describes; ``resume`` continues a run folder where it stopped."""
+    trainer = Trainer(cfg, resume=resume, console=console, progress=progress, on_epoch_end=on_epoch_end)
+    try:
+        return trainer.fit()
+    finally:
+        D.cleanup()

@@ -1,0 +1,141 @@
+"""The trainer end to end on a tiny synthetic dataset: run folder, resume, SIGINT, NaN, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from imbaseg.config import from_dict
+from imbaseg.training.run_dir import load_checkpoint, load_run
+from imbaseg.training.trainer import NonFiniteLoss, train
+
+
+def tiny_cfg(root: Path, **sections) -> object:
+    data = {
+        "name": sections.pop("name", None),
+        "data": {"dataset": "synthetic-polyp", "root": str(root), "size": [32, 32]},
+        "model": {"base_channels": 4},
+        "loss": {"name": "bce"},
+        "optim": {"name": "adamw", "lr": 3e-3},
+        "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "deterministic": True, "log_interval": 2},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return from_dict(data)
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_folder_contents(tiny_root):
+    cfg = tiny_cfg(tiny_root, name="contents")
+    result = train(cfg)
+    run = result.run_dir
+    assert run == tiny_root / "runs" / "synthetic-polyp" / "bce" / "contents"
+    for name in ("config.yaml", "env.json", "history.csv", "train.log", "history.png",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    rows = read_history(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0])[:6] == ["epoch", "lr", "train_loss", "val_loss", "val_dice", "seconds"]
+    assert all(0.0 <= float(r["val_dice"]) <= 1.0 and math.isfinite(float(r["train_loss"])) for r in rows)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    for key in ("model", "optimizer", "scheduler", "scaler", "epoch", "rng", "config", "history"):
+        assert key in ckpt
+    assert ckpt["epoch"] == 2 and ckpt["config"] == cfg.to_dict()
+    loaded = load_run(run, "best")
+    assert loaded.config == cfg
+    assert "epoch   1/2" in (run / "train.log").read_text()
+
+
+def test_run_folder_is_never_reused(tiny_root):
+    first = train(tiny_cfg(tiny_root, name="same", train={"epochs": 1})).run_dir
+    second = train(tiny_cfg(tiny_root, name="same", train={"epochs": 1})).run_dir
+    assert first != second and second.name == "same-2"
+
+
+def test_resume_gives_the_same_history_as_a_straight_run(tiny_root):
+    straight = train(tiny_cfg(tiny_root, name="straight", train={"epochs": 4})).run_dir
+    part = train(tiny_cfg(tiny_root, name="part", train={"epochs": 2})).run_dir
+    resumed = train(tiny_cfg(tiny_root, name="part", train={"epochs": 4}), resume=part).run_dir
+    assert resumed == part
+    a, b = read_history(straight), read_history(resumed)
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        ra.pop("seconds"), rb.pop("seconds")
+        assert ra == rb
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_checkpoints(tiny_root):
+    def poison(row):
+        trainer_model = poison.model
+        with torch.no_grad():
+            for p in trainer_model.parameters():
+                p.fill_(float("nan"))
+
+    from imbaseg.training.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg(tiny_root, name="nan", train={"epochs": 3}), on_epoch_end=poison)
+    poison.model = trainer.model
+    with pytest.raises(NonFiniteLoss, match=r"training loss became nan at epoch 2"):
+        trainer.fit()
+    last = load_checkpoint(trainer.run_dir / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_compound_loss_terms_are_logged(tiny_root):
+    run = train(tiny_cfg(tiny_root, name="terms", loss={"name": "dice+0.5*bce"}, train={"epochs": 1})).run_dir
+    row = read_history(run)[0]
+    assert "train_dice" in row and "train_bce" in row
+    total = float(row["train_dice"]) + 0.5 * float(row["train_bce"])
+    assert total == pytest.approx(float(row["train_loss"]), rel=1e-5)
+
+
+def test_early_stopping(tiny_root):
+    cfg = tiny_cfg(tiny_root, name="early", optim={"name": "sgd", "lr": 1e-12, "momentum": 0.0},
+                   train={"epochs": 10, "early_stopping": 2, "monitor": "val_loss"})
+    result = train(cfg)
+    assert result.stopped == "early_stopping"
+    assert len(result.history) < 10
+
+
+@pytest.mark.parametrize("sched", ["cosine", "poly", "plateau", "none"])
+def test_schedules_run(tiny_root, sched):
+    result = train(tiny_cfg(tiny_root, name=f"sched-{sched}", sched={"name": sched}, train={"epochs": 2}))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == pytest.approx(3e-3)
+    if sched in ("cosine", "poly"):
+        assert lrs[1] < lrs[0]
+
+
+def test_sigint_leaves_a_loadable_last_checkpoint(tiny_root, tmp_path):
+    env = dict(os.environ, IMBASEG_HOME=str(tiny_root))
+    cmd = [sys.executable, "-m", "imbaseg", "train", "--dataset", "synthetic-polyp", "--loss", "bce",
+           "--name", "sigint", "--epochs", "200", "--device", "cpu", "--no-progress", "--set", "data.size=[32,32]",
+           "--set", "model.base_channels=4", "--set", "optim.name=adamw", "--set", "optim.lr=0.001",
+           "--set", "train.early_stopping=0"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    history = tiny_root / "runs" / "synthetic-polyp" / "bce" / "sigint" / "history.csv"
+    deadline = time.time() + 120
+    while not history.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert history.exists(), proc.stdout.read() if proc.poll() is not None else "no epoch finished in time"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and "--resume" in out
+    ckpt = load_checkpoint(history.parent / "checkpoints" / "last.pt")
+    assert ckpt["interrupted"] is True and ckpt["epoch"] >= 1
+    load_run(history.parent, "last")
