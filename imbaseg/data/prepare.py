@@ -1,0 +1,524 @@
+"""``imbaseg prepare``: raw layout -> checked, split, resized ``data/prepared/<name>/``.
+
+One pass reads every pair (threads; Pillow and numpy release the GIL), checks it, writes it into the
+writer's temp folder and keeps a 40x30 thumbnail for sequence detection. Problems (unreadable file,
+missing mask, size mismatch, non-binary mask, mask without image) stop the prepare with their list
+unless ``skip_bad``; empty masks are only reported. Splits are assigned afterwards, over the pairs
+that passed. Nothing here prints: the CLI renders ``PrepareResult`` and ``imbalance_table``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from imbaseg import __version__
+from imbaseg.data import prepared as store
+from imbaseg.data import splits as sp
+from imbaseg.data import synthetic
+from imbaseg.data.io import UnreadableImage, binarize, header_size, mask_problem, read_image, read_mask
+from imbaseg.data.sources import ALIASES, DATASETS, DatasetSource, Layout, Pair, get_source
+from imbaseg.errors import UserError, check_params
+from imbaseg.paths import atomic_write_text, prepared_dir, raw_dir, safe_name
+
+COMMON_OPTIONS = ("max_side", "workers", "out_name", "progress")
+SHOWN_PROBLEMS = 5  # problems quoted in the error line; the full list goes to <name>.problems.txt
+
+
+@dataclass
+class PrepareResult:
+    path: Path
+    up_to_date: bool = False  # True: nothing was done
+    counts: dict = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out by skip_bad
+    empty: list[str] = field(default_factory=list)  # ids whose mask is empty (kept)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Done:
+    row: dict
+    official: str | None
+    thumb: np.ndarray | None
+    fg_in_fov: float | None = None
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+
+def target_shape(hw: tuple[int, int], size=None, max_side: int | None = None) -> tuple[int, int]:
+    """Output (H, W): ``size`` if given, else ``hw`` shrunk so the longest side <= ``max_side``."""
+    if size is not None:
+        return int(size[0]), int(size[1])
+    h, w = hw
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        return max(1, round(h * s)), max(1, round(w * s))
+    return h, w
+
+
+def resize_image(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Area averaging (Pillow BOX) when shrinking both sides, bilinear otherwise."""
+    if img.shape[:2] == tuple(shape):
+        return img
+    shrink = shape[0] <= img.shape[0] and shape[1] <= img.shape[1]
+    out = Image.fromarray(img).resize((shape[1], shape[0]), Image.BOX if shrink else Image.BILINEAR)
+    return np.asarray(out)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest neighbour, so the mask stays binary. bool (H, W) -> bool ``shape``."""
+    if mask.shape == tuple(shape):
+        return mask
+    im = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """Grey 30x40 (H, W) float thumbnail in 0..1 for frame differences (splits.frame_difference)."""
+    grey = img if img.ndim == 2 else img.mean(axis=2)
+    im = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).resize((40, 30), Image.BOX)
+    return np.asarray(im, np.float32) / 255
+
+
+# --- one pair ------------------------------------------------------------------------------------
+
+
+class _Problem(Exception):
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.path, self.reason = str(path), reason
+
+
+def _read(fn, path, **kw):
+    try:
+        return fn(path, **kw)
+    except UnreadableImage as e:
+        raise _Problem(path, f"unreadable: {e.reason}") from e
+
+
+def _read_pair(pair: Pair, shape_of: Callable) -> tuple:
+    """(image, mask bool, fov bool or None) at the output size; ``_Problem`` for a bad pair."""
+    if pair.mask is None:
+        raise _Problem(pair.image, "missing mask")
+    if pair.needs_fov and pair.fov is None:
+        raise _Problem(pair.image, "missing field-of-view mask")
+    hw = header_size(pair.image)
+    out = shape_of(hw) if hw else None
+    img = _read(read_image, pair.image, draft=out if out and out[0] < hw[0] else None)
+    hw = hw or img.shape[:2]
+    raw = _read(read_mask, pair.mask)
+    if raw.shape != tuple(hw):
+        raise _Problem(pair.mask, f"size mismatch: image {hw[0]}x{hw[1]}, mask {raw.shape[0]}x{raw.shape[1]}")
+    reason = mask_problem(raw)
+    if reason:
+        raise _Problem(pair.mask, reason)
+    fov = None
+    if pair.fov is not None:
+        fov_raw = _read(read_mask, pair.fov)
+        if fov_raw.shape != tuple(hw):
+            raise _Problem(
+                pair.fov,
+                f"size mismatch: image {hw[0]}x{hw[1]}, field of view {fov_raw.shape[0]}x{fov_raw.shape[1]}",
+            )
+        fov = binarize(fov_raw)
+    out = shape_of(hw)
+    img, mask = resize_image(img, out), resize_mask(binarize(raw), out)
+    return img, mask, (resize_mask(fov, out) if fov is not None else None)
+
+
+def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_of: Callable):
+    """Check and write one pair: a ``_Done``, or (file, reason) for a bad pair."""
+    try:
+        img, mask, fov = _read_pair(pair, shape_of)
+    except _Problem as p:
+        return (p.path, p.reason)
+    try:
+        source = str(pair.image.relative_to(layout_root))
+    except ValueError:
+        source = str(pair.image)
+    row = writer.write_sample(safe_name(pair.id), img, mask, fov, source=source)
+    fg_in_fov = float(mask[fov].mean()) if fov is not None and fov.any() else None
+    return _Done(row, pair.split, thumbnail(img), fg_in_fov)
+
+
+# --- splits --------------------------------------------------------------------------------------
+
+
+def assign_splits(rule: str, done: list[_Done], seed: int, options: dict) -> dict[str, str]:
+    """id -> split for the pairs that passed, following the dataset's rule (see README "Splits")."""
+    ids = sorted((d.row["id"] for d in done), key=_natural)
+    if not ids:
+        return {}
+    if rule == "cvc":
+        counts = sp.cvc_counts(len(ids))
+        if options.get("split_by_sequence"):
+            thumbs = {d.row["id"]: d.thumb for d in done}
+            groups = sp.sequence_groups(
+                [thumbs[i] for i in ids], float(options.get("sequence_threshold") or sp.SEQUENCE_THRESHOLD)
+            )
+            return dict(zip(ids, sp.group_split(groups, counts, seed), strict=True))
+        return sp.random_split(ids, counts, seed)
+    official = {d.row["id"]: d.official for d in done}
+    if rule == "drive":
+        k = int(options.get("val_count") or 4)  # the study held out 4 of the 20 training images
+        train = [i for i in ids if official[i] == "train"]
+        test = [i for i in ids if official[i] == "test"]
+        if not test:  # no test annotations: carve val and test out of training
+            return (
+                sp.random_split(train, (len(train) - 2 * k, k, k), seed)
+                if len(train) > 2 * k
+                else sp.random_split(train, sp.split_counts(len(train), sp.DEFAULT_FRACTIONS), seed)
+            )
+        return {**sp.hold_out(train, k, seed), **{i: "test" for i in test}}
+    if rule == "official":
+        return _official_split(ids, official, seed)
+    fractions = _fractions(options)
+    return sp.random_split(ids, sp.split_counts(len(ids), fractions), seed)
+
+
+def _fractions(options: dict) -> tuple[float, float, float]:
+    val = float(options.get("val_fraction", sp.DEFAULT_FRACTIONS[1]) or 0)
+    test = float(options.get("test_fraction", sp.DEFAULT_FRACTIONS[2]) or 0)
+    if val < 0 or test < 0 or val + test >= 1:
+        raise UserError(f"val_fraction {val} and test_fraction {test} must be >= 0 and sum to less than 1.")
+    return (1 - val - test, val, test)
+
+
+def _official_split(ids, official, seed) -> dict[str, str]:
+    """Keep official splits; carve the missing val/test out of train (70/15/15 proportions)."""
+    out = {i: official[i] or "train" for i in ids}
+    present = set(out.values())
+    train = [i for i in ids if out[i] == "train"]
+    missing = [s for s in ("val", "test") if s not in present]
+    if missing and train:
+        parts = {
+            "train": sp.DEFAULT_FRACTIONS[0],
+            "val": sp.DEFAULT_FRACTIONS[1],
+            "test": sp.DEFAULT_FRACTIONS[2],
+        }
+        names = ("train", *missing)
+        counts = sp.split_counts(len(train), [parts[n] for n in names])
+        out.update(sp.random_split(train, counts, seed, names=names))
+    return out
+
+
+def _natural(text: str):
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+# --- the whole dataset ---------------------------------------------------------------------------
+
+
+def run_ordered(fn: Callable, items, workers: int, progress: Callable | None = None):
+    """Yield ``fn(item)`` in order from a thread pool; an error or Ctrl-C cancels the queued items at once."""
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            for k, fut in enumerate(futures):
+                yield fut.result()
+                if progress:
+                    progress(k + 1, len(items))
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _check_options(src: DatasetSource, options: dict) -> dict:
+    check_params(options, COMMON_OPTIONS + src.options, f"prepare {src.name}")
+    return {k: v for k, v in options.items() if v is not None and k != "progress"}
+
+
+def _raw_source(src: DatasetSource, root, source) -> Path | None:
+    if source is not None:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise UserError(f"--source '{path}' does not exist.")
+        return path
+    if src.kind == "folder":
+        return None
+    path = raw_dir(src.name, root)
+    if not path.exists():
+        hint = (
+            f"imbaseg download {src.name}"
+            if src.kind == "download"
+            else f"imbaseg download {src.name} --from PATH"
+        )
+        raise UserError(f"no raw {src.name} data in '{path}'. Run: {hint} (or pass --source PATH).")
+    return path
+
+
+def _find_layout(src: DatasetSource, path: Path | None, options: dict) -> Layout:
+    layout = src.find(path, **{k: options[k] for k in ("images", "masks") if k in options})
+    if not layout.pairs:
+        raise UserError(f"no image/mask pairs found for {src.name} in '{layout.root}'.")
+    seen: dict[str, Path] = {}
+    for p in layout.pairs:  # ids become file names: two stems that sanitise alike would collide
+        other = seen.setdefault(safe_name(p.id), p.image)
+        if other != p.image:
+            raise UserError(
+                f"'{other}' and '{p.image}' would both be saved as '{safe_name(p.id)}'; rename one."
+            )
+    return layout
+
+
+def _up_to_date(target: Path, fp: str, force: bool, options: dict) -> bool:
+    """True when ``target`` is complete with fingerprint ``fp``; UserError when it holds something else."""
+    if force or not (target.exists() or target.is_symlink()):
+        return False
+    info = store.read_info(target) or {}
+    if not info:
+        raise UserError(f"'{target}' exists but is not a prepared dataset; move it away or add --force.")
+    if not store.is_complete(target):
+        return False  # a damaged prepared folder is ours to rebuild
+    if info.get("fingerprint") == fp:
+        return True
+    old = info.get("options", {})
+    changed = sorted(k for k in set(old) | set(options) if old.get(k) != options.get(k))
+    what = f"other options ({', '.join(changed)})" if changed else "other input files"
+    raise UserError(f"'{target}' was prepared from {what}; add --force to rebuild it.")
+
+
+def _report_problems(name: str, target: Path, problems: list[tuple[str, str]]) -> UserError:
+    listing = target.parent / f"{target.name}.problems.txt"
+    atomic_write_text(listing, "".join(f"{f}\t{r}\n" for f, r in problems))
+    shown = "; ".join(f"{f}: {r}" for f, r in problems[:SHOWN_PROBLEMS])
+    more = f"; and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    return UserError(
+        f"{len(problems)} bad file(s) in {name}: {shown}{more} (full list: {listing}). "
+        "Fix or remove them, or rerun with --skip-bad to leave them out."
+    )
+
+
+def prepare(
+    name: str,
+    root=None,
+    source=None,
+    force: bool = False,
+    skip_bad: bool = False,
+    size=None,
+    seed: int = 42,
+    **options,
+) -> PrepareResult:
+    """Prepare dataset ``name`` into ``data/prepared/<name>`` and say what happened.
+
+    ``size`` (H, W) resizes everything; otherwise images longer than ``max_side`` (default from the
+    registry: 1024) are shrunk keeping the aspect ratio. ``progress(done, total)`` is called per pair.
+    """
+    src = get_source(name)
+    progress = options.get("progress")
+    options = _check_options(src, options)
+    size = _check_size(size)
+    target = prepared_dir(safe_name(options.pop("out_name", None) or src.name), root)
+    if src.kind == "synthetic":
+        return _prepare_synthetic(src.name, target, force, size, seed, options, progress)
+    path = _raw_source(src, root, source)
+    layout = _find_layout(src, path, options)
+    max_side = options.get("max_side", src.max_side) or None
+    used = {"size": list(size) if size else None, "max_side": max_side, "seed": seed, "skip_bad": skip_bad}
+    extra = {k: v for k, v in options.items() if k not in ("workers", "max_side")}
+    used.update({k: str(v) if isinstance(v, Path) else v for k, v in extra.items()})
+    files = [f for p in layout.pairs for f in (p.image, p.mask, p.fov) if f is not None] + layout.orphans
+    fp = store.fingerprint(
+        {"dataset": src.name, "options": used, "files": store.files_fingerprint(files, layout.root)}
+    )
+    if _up_to_date(target, fp, force, used):
+        info = store.read_info(target)
+        return PrepareResult(target, True, info.get("counts", {}), notes=["already up to date"])
+    return _write_real(src, layout, target, fp, used, size, max_side, seed, skip_bad, options, progress)
+
+
+def _check_size(size):
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 8 or max(size) > 16384:
+        raise UserError(f"--size {size} is invalid: give H W, each between 8 and 16384.")
+    return size
+
+
+def _write_real(
+    src, layout, target, fp, used, size, max_side, seed, skip_bad, options, progress
+) -> PrepareResult:
+    def shape_of(hw):
+        return target_shape(hw, size, max_side)
+
+    with_fov = any(p.needs_fov or p.fov is not None for p in layout.pairs)
+    workers = int(options.get("workers") or min(4, os.cpu_count() or 1))
+    done, problems = [], [(str(m), "mask without an image") for m in layout.orphans]
+    with store.PreparedWriter(target, with_fov=with_fov) as writer:
+        for out in run_ordered(
+            lambda p: _process(p, writer, layout.root, shape_of), layout.pairs, workers, progress
+        ):
+            (done if isinstance(out, _Done) else problems).append(out)
+        if problems and not skip_bad:
+            raise _report_problems(src.name, target, problems)
+        if not done:
+            raise UserError(f"no usable pairs left in {src.name} after skipping {len(problems)} bad file(s).")
+        splits = assign_splits(src.split_rule, done, seed, options)
+        rows = [{**d.row, "split": splits[d.row["id"]]} for d in done]
+        info = _info(src.name, used, seed, fp, layout, problems, done, rows)
+        writer.commit(rows, info)
+    # the problem list of an earlier failed run is out of date now
+    (target.parent / f"{target.name}.problems.txt").unlink(missing_ok=True)
+    return PrepareResult(
+        target,
+        False,
+        info_counts(rows),
+        problems,
+        [d.row["id"] for d in done if d.row["fg_fraction"] == 0],
+        list(layout.notes),
+    )
+
+
+def info_counts(rows) -> dict:
+    return {s: sum(r["split"] == s for r in rows) for s in sp.SPLITS}
+
+
+def _info(name, used, seed, fp, layout, problems, done, rows) -> dict:
+    fov = [d.fg_in_fov for d in done if d.fg_in_fov is not None]
+    return {
+        "dataset": name,
+        "imbaseg_version": __version__,
+        "options": used,
+        "seed": seed,
+        "fingerprint": fp,
+        "source": str(layout.root),
+        "skipped": [{"file": f, "reason": r} for f, r in problems],
+        "empty_masks": [r["id"] for r in rows if r["fg_fraction"] == 0],
+        "notes": layout.notes,
+        "fg_in_fov_mean": float(np.mean(fov)) if fov else None,
+    }
+
+
+# --- synthetic -----------------------------------------------------------------------------------
+
+
+def _prepare_synthetic(name, target, force, size, seed, options, progress) -> PrepareResult:
+    n = int(options.get("n") or synthetic.DEFAULT_N[name])
+    if n < 3:
+        raise UserError(f"n={n} is too small for {name}: use at least 3 (one image per split).")
+    hw = synthetic.check_size(size)
+    used = {"n": n, "size": list(hw), "seed": seed, "generator_version": synthetic.GENERATOR_VERSION}
+    fp = store.fingerprint({"dataset": name, "options": used})
+    if _up_to_date(target, fp, force, used):
+        return PrepareResult(
+            target, True, store.read_info(target).get("counts", {}), notes=["already up to date"]
+        )
+    counts = sp.split_counts(n, sp.DEFAULT_FRACTIONS)
+    split_of = [s for s, c in zip(sp.SPLITS, counts, strict=True) for _ in range(c)]
+    width = max(4, len(str(n - 1)))
+
+    def one(i):
+        img, mask, fov = synthetic.sample(name, i, seed, hw)
+        row = writer.write_sample(
+            f"{i:0{width}d}", img, mask, fov, split_of[i], f"{name}:seed={seed}:index={i}"
+        )
+        return row
+
+    with store.PreparedWriter(target, with_fov=name == "synthetic-vessel") as writer:
+        workers = int(options.get("workers") or min(4, os.cpu_count() or 1))
+        rows = list(run_ordered(one, range(n), workers, progress))
+        info = {
+            "dataset": name,
+            "imbaseg_version": __version__,
+            "options": used,
+            "seed": seed,
+            "fingerprint": fp,
+            "source": "generated",
+            "skipped": [],
+            "empty_masks": [],
+            "notes": [],
+        }
+        writer.commit(rows, info)
+    return PrepareResult(target, False, info_counts(rows))
+
+
+# --- the API the trainer uses -------------------------------------------------------------------
+
+
+def prepare_dataset(
+    name: str,
+    root=None,
+    source=None,
+    force: bool = False,
+    skip_bad: bool = False,
+    size=None,
+    seed: int = 42,
+    **options,
+) -> Path:
+    """Prepare ``name`` (see ``prepare``) and return its folder; does nothing when up to date."""
+    return prepare(name, root, source, force, skip_bad, size, seed, **options).path
+
+
+def ensure_prepared(name: str, root=None) -> Path:
+    """The prepared folder of ``name``; prepares synthetic-* on first use, else explains what to run."""
+    key = ALIASES.get(str(name).lower(), str(name))
+    target = prepared_dir(safe_name(key), root)
+    if store.is_complete(target):
+        return target
+    src = get_source(key)  # unknown and unprepared -> did-you-mean error
+    if src.kind == "synthetic":
+        return prepare_dataset(src.name, root)
+    why = store.problem(target)
+    if target.exists():
+        raise UserError(
+            f"prepared dataset '{target}' is incomplete ({why}). Run: imbaseg prepare {src.name} --force"
+        )
+    steps = {
+        "download": f"imbaseg download {src.name} && imbaseg prepare {src.name}",
+        "registration": f"imbaseg download {src.name} --from PATH && imbaseg prepare {src.name}",
+        "folder": "imbaseg prepare folder --images DIR --masks DIR",
+    }[src.kind]
+    raw = raw_dir(src.name, root)
+    if src.kind == "registration" and raw.exists():
+        steps = f"imbaseg prepare {src.name}"
+    raise UserError(f"dataset '{src.name}' is not prepared ({target} is missing). Run: {steps}")
+
+
+def imbalance_table(prepared: str | os.PathLike) -> list[dict]:
+    """Per split and overall: images, mean/min/max foreground % (whole image), empty masks."""
+    from imbaseg.data.manifest import read_manifest
+
+    df = read_manifest(prepared)
+    rows = []
+    for split in (*sp.SPLITS, "all"):
+        part = df if split == "all" else df[df["split"] == split]
+        if len(part) == 0:
+            continue
+        fg = part["fg_fraction"].astype(float) * 100
+        rows.append(
+            {
+                "split": split,
+                "images": int(len(part)),
+                "fg_mean": float(fg.mean()),
+                "fg_min": float(fg.min()),
+                "fg_max": float(fg.max()),
+                "empty": int((fg == 0).sum()),
+            }
+        )
+    return rows
+
+
+__all__ = [
+    "DATASETS",
+    "PrepareResult",
+    "prepare",
+    "prepare_dataset",
+    "ensure_prepared",
+    "imbalance_table",
+    "assign_splits",
+    "target_shape",
+]

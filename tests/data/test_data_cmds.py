@@ -1,0 +1,98 @@
+"""The download and prepare Typer commands, on a local app that registers them (cli/main.py is the lead's)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from imbaseg.cli.data_cmds import download, prepare
+from imbaseg.data.manifest import read_manifest
+from imbaseg.errors import UserError
+
+app = typer.Typer()
+app.command("download")(download)
+app.command("prepare")(prepare)
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_download_instructions_then_import_then_prepare(shared_data, tmp_path):
+    res = invoke("download", "drive", "--root", tmp_path)
+    assert res.exit_code == 0 and "drive.grand-challenge.org" in res.output
+    res = invoke("download", "drive", "--root", tmp_path, "--from", shared_data / "DRIVE")
+    assert res.exit_code == 0 and "DRIVE: linked from" in res.output
+    assert (tmp_path / "data" / "raw" / "drive" / "DRIVE").is_symlink()
+    res = invoke("prepare", "drive", "--root", tmp_path, "--size", 64, 64)
+    assert res.exit_code == 0, res.output
+    assert "Prepared" in res.output and "16 train / 4 val / 20 test" in res.output
+    assert "Class imbalance" in res.output and "│ test  │     20 │" in res.output
+    res = invoke("prepare", "drive", "--root", tmp_path, "--size", 64, 64)
+    assert res.exit_code == 0 and "is up to date" in res.output
+    df = read_manifest(tmp_path / "data" / "prepared" / "drive")
+    assert set(df["height"]) == {64} and (tmp_path / "data" / "prepared" / "drive" / "fov").is_dir()
+
+
+def test_prepare_synthetic_options_and_errors(tmp_path):
+    res = invoke("prepare", "synthetic-vessel", "--root", tmp_path, "--n", 8, "--size", 48, 48, "--seed", 5)
+    assert res.exit_code == 0, res.output
+    assert "6 train / 1 val / 1 test" in res.output
+    res = invoke("prepare", "synthetic-vessel", "--root", tmp_path, "--n", 9)
+    assert isinstance(res.exception, UserError) and "--force" in str(res.exception)
+    res = invoke("prepare", "drive", "--root", tmp_path, "--split-by-sequence")
+    assert isinstance(res.exception, UserError) and "split_by_sequence" in str(res.exception)
+    res = invoke("prepare", "synthetic-poly", "--root", tmp_path)
+    assert isinstance(res.exception, UserError) and "Did you mean 'synthetic-polyp'" in str(res.exception)
+
+
+def test_prepare_folder_with_skip_bad_lists_skipped(shared_data, tmp_path):
+    images, masks = tmp_path / "img", tmp_path / "msk"
+    images.mkdir()
+    masks.mkdir()
+    base = shared_data / "samples" / "ISIC2018"
+    for f in sorted((base / "ISIC2018_Task1-2_Training_Input").glob("*.jpg"))[:5]:
+        (images / f.name).symlink_to(f)
+        m = base / "ISIC2018_Task1_Training_GroundTruth" / f"{f.stem}_segmentation.png"
+        (masks / m.name).symlink_to(m)
+    (images / "extra.png").write_bytes(b"\x89PNG broken")
+    res = invoke("prepare", "folder", "--root", tmp_path, "--images", images, "--masks", masks)
+    assert isinstance(res.exception, UserError) and "extra.png: missing mask" in str(res.exception)
+    res = invoke(
+        "prepare",
+        "folder",
+        "--root",
+        tmp_path,
+        "--images",
+        images,
+        "--masks",
+        masks,
+        "--skip-bad",
+        "--name",
+        "mine",
+    )
+    assert res.exit_code == 0, res.output
+    assert "Skipped 1 bad file(s)" in res.output and "extra.png" in res.output
+    assert len(read_manifest(tmp_path / "data" / "prepared" / "mine")) == 5
+
+
+def test_help_is_fast_and_torch_free():
+    code = (
+        "import sys, imbaseg.cli.data_cmds, imbaseg.data.prepare, imbaseg.data.download; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    res = invoke("prepare", "--help")
+    assert res.exit_code == 0 and "--split-by-sequence" in res.output and "--skip-bad" in res.output
+
+
+@pytest.mark.parametrize("dataset", ["synthetic-lesion", "folder"])
+def test_download_refusals(tmp_path, dataset):
+    res = invoke("download", dataset, "--root", tmp_path, "--from", tmp_path)
+    assert isinstance(res.exception, UserError)
