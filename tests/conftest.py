@@ -28,3 +28,12 @@ def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-root")
     prepare_dataset("synthetic-polyp", root=root, n=24, size=(32, 32), seed=3)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    """Tests use tiny tensors: one intra-op thread avoids OpenMP spin-waits on a busy 2-core machine."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("IMBASEG_TEST_THREADS", "1")))
+    yield

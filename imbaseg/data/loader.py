@@ -49,10 +49,33 @@ class SeededDataLoader(DataLoader):
         return super().__iter__()
 
 
+class ShardSampler(torch.utils.data.Sampler):
+    """Rank ``r`` of ``world`` takes items ``r, r+world, ...`` in order: every item exactly once over all ranks.
+
+    Unlike DistributedSampler it never pads with repeated items, so metrics summed over ranks
+    cover the whole split exactly (shards may differ in length by one).
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int):
+        self.n, self.world, self.rank = len(dataset), int(num_replicas), int(rank)
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
 def build_loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int,
                  drop_last: bool = False, distributed: bool = False, pin_memory: bool | None = None,
-                 persistent_workers: bool | None = None, prefetch_factor: int | None = None) -> DataLoader:
+                 persistent_workers: bool | None = None, prefetch_factor: int | None = None,
+                 num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
     """A seeded DataLoader; with ``distributed`` a DistributedSampler (call ``loader.sampler.set_epoch(e)``).
+
+    ``distributed`` with ``shuffle`` uses DistributedSampler (the same permutation for every world
+    size, so a global batch holds the same items on 1 or N processes); without ``shuffle`` it uses
+    ``ShardSampler`` (no padding, for evaluation). ``num_replicas``/``rank`` default to the process
+    group's; pass them explicitly (e.g. 1 and 0) to get the same sampling in a single process.
 
     pin_memory defaults to ``torch.cuda.is_available()``; persistent_workers to ``num_workers > 0``
     (workers keep their memory map and imports across epochs); prefetch_factor to torch's default.
@@ -61,12 +84,21 @@ def build_loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed
         raise UserError(f"batch_size must be >= 1, got {batch_size}.")
     if int(num_workers) < 0:
         raise UserError(f"num_workers must be >= 0, got {num_workers}.")
-    rank, sampler = 0, None
+    sampler = None
     if distributed:
         from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        rank = sampler.rank
+        if shuffle:
+            sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+                                         drop_last=drop_last)
+            rank = sampler.rank
+        else:
+            import torch.distributed as dist
+
+            world = num_replicas if num_replicas is not None else dist.get_world_size()
+            rank = rank if rank is not None else dist.get_rank()
+            sampler = ShardSampler(dataset, world, rank)
+    rank = rank or 0
     generator = torch.Generator().manual_seed(int(seed) + 1_000_003 * rank)  # ranks augment differently
     workers = int(num_workers)
     return SeededDataLoader(

@@ -140,7 +140,10 @@ def build_scheduler(cfg: Config, optimizer):
     return None
 
 
-def build_loaders(cfg: Config, distance_keys: tuple[str, ...], distributed: bool):
+def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, rank: int = 0):
+    """Train and val loaders. Sampling is the same permutation for any world size: the global batch
+    ``batch_size * world`` holds the same images on 1 or N processes; validation is sharded without padding.
+    """
     from imbaseg.data.dataset import SegDataset
     from imbaseg.data.loader import build_loader
     from imbaseg.data.prepare import ensure_prepared
@@ -155,10 +158,10 @@ def build_loaders(cfg: Config, distance_keys: tuple[str, ...], distributed: bool
                         distance_keys=distance_keys, in_channels=d.in_channels, seed=cfg.seed)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise UserError(f"prepared dataset {root} needs non-empty train and val splits (see its manifest.csv)")
-    common = dict(num_workers=d.num_workers, seed=cfg.seed, distributed=distributed,
+    common = dict(num_workers=d.num_workers, seed=cfg.seed, distributed=True, num_replicas=world, rank=rank,
                   persistent_workers=(d.num_workers > 0 and not cfg.train.deterministic) or None)
-    train_dl = build_loader(train_ds, cfg.train.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.train.batch_size,
-                            **common)
+    drop_last = len(train_ds) > cfg.train.batch_size * world  # no tiny last batch, unless that is all there is
+    train_dl = build_loader(train_ds, cfg.train.batch_size, shuffle=True, drop_last=drop_last, **common)
     val_dl = build_loader(val_ds, cfg.train.batch_size, shuffle=False, **common)
     return train_dl, val_dl
 
@@ -195,7 +198,7 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.amp = amp_dtype(self.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.train_dl, self.val_dl = build_loaders(cfg, self.distance_keys, self.world > 1)
+        self.train_dl, self.val_dl = build_loaders(cfg, self.distance_keys, self.world, self.rank)
 
         if resume is not None:
             self._resume(Path(resume))
@@ -289,13 +292,17 @@ class Trainer:
             sampler.set_epoch(epoch)
         gen = getattr(self.train_dl, "generator", None)
         if gen is not None:
-            gen.manual_seed(self.cfg.seed + epoch)  # epoch-seeded shuffling makes resume exact
+            gen.manual_seed((self.cfg.seed + epoch) * 1_000_003 + self.rank)  # epoch-seeded: resume is exact
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         terms: dict[str, torch.Tensor] = {}
-        n_batches, seen, t0, running = 0, 0, time.perf_counter(), None
+        n_batches, seen, t0, running, waited = 0, 0, time.perf_counter(), None, 0.0
         limit = self.cfg.train.max_train_batches
-        for step, batch in enumerate(self.train_dl):
-            if self.stop_requested or (limit is not None and step >= limit):
+        batches = iter(self.train_dl)
+        while not self.stop_requested and (limit is None or n_batches < limit):
+            t_wait = time.perf_counter()
+            batch = next(batches, None)
+            waited += time.perf_counter() - t_wait  # time the step waited for data (the loader's share)
+            if batch is None:
                 break
             x, y, extras = self._batch_to_device(batch)
             with self._autocast():
@@ -320,7 +327,8 @@ class Trainer:
         stats = torch.stack([total, torch.tensor(float(n_batches), device=self.device, dtype=torch.float64)])
         D.all_reduce_sum(stats)
         mean = self._sync_running(stats[0], int(stats[1].item()), epoch, n_batches)
-        out = {"train_loss": mean, "images_per_s": seen * self.world / max(time.perf_counter() - t0, 1e-9)}
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        out = {"train_loss": mean, "images_per_s": seen * self.world / elapsed, "data_wait_fraction": waited / elapsed}
         for k, v in terms.items():
             t = torch.as_tensor(v, device=self.device, dtype=torch.float64).reshape(1)
             D.all_reduce_sum(t)
@@ -425,6 +433,7 @@ class Trainer:
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["train_loss"], **val_stats,
                        "seconds": round(time.perf_counter() - t0, 3),
                        **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"}}
+                self.last_train_stats = train_stats
                 early = self._end_epoch(epoch, row)
                 self._report(row, train_stats["images_per_s"])
                 prog.epoch_done()

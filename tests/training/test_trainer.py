@@ -105,19 +105,45 @@ def test_compound_loss_terms_are_logged(tiny_root):
 
 def test_early_stopping(tiny_root):
     cfg = tiny_cfg(tiny_root, name="early", optim={"name": "sgd", "lr": 1e-12, "momentum": 0.0},
-                   train={"epochs": 10, "early_stopping": 2, "monitor": "val_loss"})
+                   train={"epochs": 6, "early_stopping": 2, "monitor": "val_loss"})
     result = train(cfg)
     assert result.stopped == "early_stopping"
-    assert len(result.history) < 10
+    assert len(result.history) == 3  # best at epoch 1, then two epochs without improvement
 
 
-@pytest.mark.parametrize("sched", ["cosine", "poly", "plateau", "none"])
-def test_schedules_run(tiny_root, sched):
-    result = train(tiny_cfg(tiny_root, name=f"sched-{sched}", sched={"name": sched}, train={"epochs": 2}))
-    lrs = [row["lr"] for row in result.history]
-    assert lrs[0] == pytest.approx(3e-3)
-    if sched in ("cosine", "poly"):
-        assert lrs[1] < lrs[0]
+@pytest.mark.parametrize(
+    "sched,expected",
+    [  # lr per epoch for lr0 = 0.1 over 4 epochs
+        ("cosine", [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2]),
+        ("poly", [0.1, 0.1 * 0.75**0.9, 0.1 * 0.5**0.9, 0.1 * 0.25**0.9]),
+        ("none", [0.1] * 4),
+    ],
+)
+def test_schedules(sched, expected):
+    from imbaseg.training.trainer import build_optimizer, build_scheduler
+
+    cfg = from_dict({"sched": {"name": sched}, "train": {"epochs": 4}})
+    model = torch.nn.Linear(2, 1)
+    opt = build_optimizer(cfg, model.parameters())
+    scheduler = build_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+    assert lrs == pytest.approx(expected)
+
+
+def test_plateau_schedule_reduces_the_lr_after_patience():
+    from imbaseg.training.trainer import build_optimizer, build_scheduler
+
+    cfg = from_dict({"sched": {"name": "plateau", "patience": 2, "factor": 0.1}})
+    opt = build_optimizer(cfg, torch.nn.Linear(2, 1).parameters())
+    scheduler = build_scheduler(cfg, opt)
+    for value in [1.0, 1.0, 1.0, 1.0]:  # no improvement: after 2 bad epochs the 3rd reduces
+        scheduler.step(value)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_sigint_leaves_a_loadable_last_checkpoint(tiny_root, tmp_path):
