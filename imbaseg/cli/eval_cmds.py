@@ -1,0 +1,120 @@
+"""``imbaseg evaluate`` and ``imbaseg predict``: flags -> one library call -> rich output.
+
+No torch import at module level: ``imbaseg --help`` must answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imbaseg.cli.common import console
+
+
+def evaluate(
+    run_dirs: list[Path] = typer.Argument(
+        ...,
+        metavar="RUN_DIR...",
+        help="Run folder(s) of imbaseg train; several are compared (paired Wilcoxon on per-image Dice).",
+    ),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: test, val or train."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    threshold: str = typer.Option(
+        "0.5",
+        "--threshold",
+        help="Probability threshold, or auto: the Dice-optimal "
+        "value on the val split (grid 0.05..0.95, mean per-image Dice).",
+    ),
+    tta: bool = typer.Option(
+        False, "--tta", help="Average the probabilities over horizontal and vertical flips."
+    ),
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write probabilities/<id>.npy (float16, native size)."
+    ),
+    hd_convention: str = typer.Option(
+        "max",
+        "--hd-convention",
+        help="HD95: max of the two directed 95th percentiles (MONAI) or union of both sets (medpy).",
+    ),
+    nsd_tau: float = typer.Option(2.0, "--nsd-tau", help="Normalized surface Dice tolerance in pixels."),
+    size: str = typer.Option(
+        "train",
+        "--size",
+        help="train: predict at the training scale and resize back; "
+        "native: native pixels in sliding windows of the training size.",
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (faster; fp32 by default)."),
+    data_root: Path = typer.Option(
+        None,
+        "--data-root",
+        help="Where the prepared dataset is now, if it moved (the folder holding data/prepared/<dataset>).",
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="Folder for comparison.{csv,md} with several runs (default runs/comparison-<timestamp>).",
+    ),
+) -> None:
+    """Metrics of trained runs, in RUN_DIR/eval/<split>/: per_image.csv, summary.json/.md, predictions/.
+
+    Several RUN_DIRs also get a comparison table (mean and 95% CI per run, paired Wilcoxon p-values).
+    """
+    from imbaseg.evaluation.evaluate import evaluate_runs
+
+    if out is not None and len(run_dirs) == 1:
+        console.print("[dim]--out is used only when several runs are compared[/]")
+    evaluate_runs(
+        run_dirs,
+        out=out,
+        console=console,
+        split=split,
+        checkpoint=checkpoint,
+        threshold=threshold,
+        tta=tta,
+        save_probabilities=save_probabilities,
+        hd_convention=hd_convention,
+        nsd_tau=nsd_tau,
+        device=device,
+        amp=amp,
+        data_root=data_root,
+        size=size,
+    )
+
+
+def predict(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of imbaseg train."),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="INPUT...", help="Image files (PNG, JPG, TIFF) or folders."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <stem>_mask.png and <stem>_overlay.png."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    threshold: float = typer.Option(
+        None, "--threshold", help="Probability threshold (default: the run's train.threshold)."
+    ),
+    tta: bool = typer.Option(False, "--tta", help="Average the probabilities over flips."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (faster; fp32 by default)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing masks and overlays in --out."),
+    size: str = typer.Option(
+        "train", "--size", help="train: the training scale, resized back; native: native pixels in windows."
+    ),
+) -> None:
+    """Segment new images (no masks needed): 0/255 masks at the input size, and overlays."""
+    from imbaseg.evaluation.predict import predict as run_predict
+
+    results = run_predict(
+        run_dir,
+        inputs,
+        out,
+        checkpoint=checkpoint,
+        threshold=threshold,
+        tta=tta,
+        device=device,
+        amp=amp,
+        size=size,
+        force=force,
+        console=console,
+    )
+    console.print(f"wrote {2 * len(results)} files to {out}")

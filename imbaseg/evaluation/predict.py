@@ -1,0 +1,201 @@
+"""``predict``: apply a trained run to new images (no masks): ``<stem>_mask.png`` and ``<stem>_overlay.png``.
+
+Inputs are image files (PNG, JPG, TIFF, ...) or folders of them (not recursive). Each image gets the
+dataset's preprocessing (RGB or grey as the run trained, resize to the training size, per-image z-score;
+see ``imbaseg.evaluation.inference``); the mask comes back at the input's own size, 0/255. The overlay is
+the image with the mask tinted and its contour drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from imbaseg.errors import UserError
+
+TINT = np.array([255, 40, 40], dtype=np.float32)  # red, well visible on fundus, endoscopy and skin images
+TINT_ALPHA = 0.35  # opacity of the tint inside the mask
+CONTOUR = np.array([255, 255, 0], dtype=np.uint8)  # yellow outline
+
+
+def collect_inputs(inputs) -> list[Path]:
+    """Image files from files and folders (sorted within a folder); UserError for missing or empty ones."""
+    from imbaseg.data.io import IMAGE_SUFFIXES, is_image_file
+
+    files: list[Path] = []
+    for given in inputs:
+        p = Path(given).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and is_image_file(f))
+            if not found:
+                raise UserError(
+                    f"folder '{p}' holds no images ({', '.join(IMAGE_SUFFIXES)}); pass image files or "
+                    "another folder"
+                )
+            files += found
+        elif p.is_file():
+            if not is_image_file(p):
+                raise UserError(f"'{p}' is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
+            files.append(p)
+        else:
+            raise UserError(f"input '{p}' does not exist; pass image files or folders of images")
+    if not files:
+        raise UserError("no input images given: pass image files or folders")
+    _check_unique_stems(files)
+    return files
+
+
+def _check_unique_stems(files: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen and seen[f.stem].resolve() != f.resolve():
+            raise UserError(
+                f"'{seen[f.stem]}' and '{f}' would both write {f.stem}_mask.png; "
+                "predict them into different --out folders"
+            )
+        seen[f.stem] = f
+
+
+def read_input(path: Path) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) via ``imbaseg.data.io.read_image``; UserError naming an unreadable file."""
+    from imbaseg.data.io import read_image
+
+    try:
+        return read_image(path)
+    except UserError as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise UserError(
+            f"cannot read input image '{path}': {reason}. Convert it to PNG or leave it out."
+        ) from exc
+
+
+def check_readable(path: Path) -> None:
+    """Cheap check (Pillow's verify, no decoding); a file Pillow refuses is decoded in full (tifffile)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return
+    except Exception:  # Pillow raises many types for bad files; read_input gives the clear error
+        read_input(path)
+
+
+def output_paths(file: Path, out_dir: Path) -> tuple[Path, Path]:
+    return out_dir / f"{file.stem}_mask.png", out_dir / f"{file.stem}_overlay.png"
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): ``image`` (grey or RGB uint8), ``mask`` tinted, its 4-neighbour contour drawn."""
+    from scipy import ndimage
+
+    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+    out = rgb.astype(np.float32)
+    out[mask] = (1 - TINT_ALPHA) * out[mask] + TINT_ALPHA * TINT
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
+    out[edge] = CONTOUR
+    return out
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def _check_outputs(files: list[Path], out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out '{out_dir}' is a file; give a folder")
+    if force:
+        return
+    for f in files:
+        for p in output_paths(f, out_dir):
+            if p.exists():
+                raise UserError(f"'{p}' already exists; use --force to overwrite it or choose another --out")
+
+
+def predict(
+    run_dir,
+    inputs,
+    out_dir,
+    checkpoint: str = "best",
+    threshold: float | None = None,
+    tta: bool = False,
+    device: str = "auto",
+    size: str = "train",
+    force: bool = False,
+    amp: bool = False,
+    console=None,
+) -> list[dict]:
+    """Segment new images with a trained run. threshold None uses the run's train.threshold.
+
+    Returns one dict per image: input, mask, overlay (paths), height, width, fg_fraction.
+    """
+    from imbaseg.data.dataset import to_channels
+    from imbaseg.evaluation.inference import Predictor, plan_for
+    from imbaseg.paths import atomic_write_bytes
+    from imbaseg.training.run_dir import load_run, resolve_device
+
+    files = collect_inputs(inputs)
+    out_dir = Path(out_dir)
+    _check_outputs(files, out_dir, force)
+    for f in files:
+        check_readable(f)  # fail before writing anything when a file is not a decodable image
+    dev = resolve_device(device)
+    run = load_run(run_dir, checkpoint, dev)
+    cfg = run.config
+    thr = cfg.train.threshold if threshold is None else _check_threshold(threshold)
+    predictor = Predictor(run.model, plan_for(cfg, size), tta=tta, amp=amp, device=dev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for f in files:
+        image = read_input(f)
+        mask = predictor.probs(to_channels(image, cfg.data.in_channels)) >= thr
+        mask_path, overlay_path = output_paths(f, out_dir)
+        atomic_write_bytes(mask_path, _png_bytes(mask.astype(np.uint8) * 255))
+        atomic_write_bytes(overlay_path, _png_bytes(overlay(image, mask)))
+        results.append(
+            {
+                "input": str(f),
+                "mask": str(mask_path),
+                "overlay": str(overlay_path),
+                "height": int(mask.shape[0]),
+                "width": int(mask.shape[1]),
+                "fg_fraction": float(mask.mean()),
+            }
+        )
+    if console is not None:
+        console.print(results_table(results, thr))
+    return results
+
+
+def _check_threshold(t) -> float:
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise UserError(f"bad --threshold '{t}': give a number between 0 and 1") from None
+    if not 0.0 < t < 1.0:
+        raise UserError(f"bad --threshold {t}: it must lie strictly between 0 and 1")
+    return t
+
+
+def results_table(results: list[dict], threshold: float):
+    from rich.table import Table
+
+    t = Table(title=f"predictions (threshold {threshold})")
+    for col in ("input", "size", "foreground", "mask"):
+        t.add_column(col, justify="right" if col in ("size", "foreground") else "left", overflow="fold")
+    for r in results:
+        t.add_row(
+            os.path.basename(r["input"]),
+            f"{r['width']}x{r['height']}",
+            f"{100 * r['fg_fraction']:.1f}%",
+            r["mask"],
+        )
+    return t
