@@ -39,16 +39,36 @@ def main() -> None:
         runs.append(Path("runs") / "synthetic-polyp" / loss / stamp)
     figures = Path("runs") / "demo-figures" / stamp
     imbaseg("evaluate", *map(str, runs), "--split", "test", "--out", str(figures))
-    imbaseg("visualize-weights", "--sigma", "1", "3", "6", "10", "--dataset", "synthetic-polyp",
-            "--out", str(figures / "boundary_weights.png"))
-    imbaseg("compare", *map(str, runs), "--split", "test", "--n", "2",
-            "--out", str(figures / "DynamitBatch_vs_BoundaryGaussian.png"))
+    imbaseg(
+        "visualize-weights",
+        "--sigma",
+        "1",
+        "3",
+        "6",
+        "10",
+        "--dataset",
+        "synthetic-polyp",
+        "--out",
+        str(figures / "boundary_weights.png"),
+    )
+    imbaseg(
+        "compare",
+        *map(str, runs),
+        "--split",
+        "test",
+        "--n",
+        "2",
+        "--out",
+        str(figures / "DynamitBatch_vs_BoundaryGaussian.png"),
+    )
     print("\n\033[1mDemo results (test split, synthetic-polyp)\033[0m")
     for run in runs:
         summary = json.loads((run / "eval" / "test" / "summary.json").read_text())
         dice = summary["metrics"]["dice"]
-        print(f"  {run.parent.name:<20} test Dice {dice['mean']:.3f} "
-              f"(95% CI {dice['ci_low']:.3f}-{dice['ci_high']:.3f}, n={dice['n']})   {run}")
+        print(
+            f"  {run.parent.name:<20} test Dice {dice['mean']:.3f} "
+            f"(95% CI {dice['ci_low']:.3f}-{dice['ci_high']:.3f}, n={dice['n']})   {run}"
+        )
     print(f"  figures: {figures}/boundary_weights.png, {figures}/DynamitBatch_vs_BoundaryGaussian.png")
     print(f"  comparison table: {figures}/comparison.md")
     print(f"  total time: {time.time() - start:.0f} s")

@@ -14,7 +14,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_defaults_are_the_study_settings():
     cfg = Config()
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-4,
+    )
     assert (cfg.sched.name, cfg.sched.factor, cfg.sched.patience) == ("plateau", 0.1, 10)
     assert (cfg.train.early_stopping, cfg.train.epochs, cfg.train.threshold, cfg.seed) == (20, 400, 0.5, 42)
     assert cfg.model.base_channels == 64
@@ -33,7 +38,12 @@ def test_study_configs(name, dataset, size, batch, monitor):
     cfg = load_config(CONFIGS / name)
     assert cfg.data.dataset == dataset and cfg.data.size == size
     assert cfg.train.batch_size == batch and cfg.train.monitor == monitor
-    assert (cfg.optim.lr, cfg.sched.patience, cfg.train.early_stopping, cfg.train.epochs) == (0.1, 10, 20, 400)
+    assert (cfg.optim.lr, cfg.sched.patience, cfg.train.early_stopping, cfg.train.epochs) == (
+        0.1,
+        10,
+        20,
+        400,
+    )
 
 
 def test_cvc_uses_boundary_gaussian_sigma_4():
@@ -55,7 +65,10 @@ def test_every_config_file_loads():
         ({"train": {"epochs": "ten"}}, "config key 'train.epochs' must be an integer"),
         ({"train": {"amp": "yes"}}, "config key 'train.amp' must be true or false"),
         ({"optim": {"lr": "fast"}}, "config key 'optim.lr' must be a number"),
-        ({"train": {"monitor": "val_dise"}}, "bad value 'val_dise' for 'train.monitor'. Did you mean 'val_dice'?"),
+        (
+            {"train": {"monitor": "val_dise"}},
+            "bad value 'val_dise' for 'train.monitor'. Did you mean 'val_dice'?",
+        ),
         ({"optim": {"name": "adam"}}, "Did you mean 'adamw'?"),
         ({"train": {"epochs": 0}}, "'train.epochs' must be positive"),
         ({"data": {"size": [128]}}, "'data.size' must be two positive integers"),
@@ -77,9 +90,13 @@ def test_ints_widen_to_float_and_lists_are_checked():
 
 @pytest.mark.parametrize(
     "text,expected",
-    [("train.epochs=3", ("train.epochs", 3)), ("optim.lr=1e-3", ("optim.lr", 1e-3)),
-     ("data.size=[64, 64]", ("data.size", [64, 64])), ("train.amp=false", ("train.amp", False)),
-     ("name=my run", ("name", "my run"))],
+    [
+        ("train.epochs=3", ("train.epochs", 3)),
+        ("optim.lr=1e-3", ("optim.lr", 1e-3)),
+        ("data.size=[64, 64]", ("data.size", [64, 64])),
+        ("train.amp=false", ("train.amp", False)),
+        ("name=my run", ("name", "my run")),
+    ],
 )
 def test_parse_override(text, expected):
     assert parse_override(text) == expected
@@ -112,7 +129,9 @@ def test_yaml_errors(tmp_path):
 
 
 def test_save_and_reload_round_trip(tmp_path):
-    cfg = load_config(CONFIGS / "isic.yaml", [("train.epochs", 7), ("loss.terms", [{"name": "dice", "weight": 0.5}])])
+    cfg = load_config(
+        CONFIGS / "isic.yaml", [("train.epochs", 7), ("loss.terms", [{"name": "dice", "weight": 0.5}])]
+    )
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml")
     assert again == cfg
@@ -125,7 +144,14 @@ def test_every_default_carries_its_reason():
 
     import imbaseg.config as mod
 
-    for cls in (mod.DataConfig, mod.ModelConfig, mod.LossConfig, mod.OptimConfig, mod.SchedConfig, mod.TrainConfig):
+    for cls in (
+        mod.DataConfig,
+        mod.ModelConfig,
+        mod.LossConfig,
+        mod.OptimConfig,
+        mod.SchedConfig,
+        mod.TrainConfig,
+    ):
         for line in inspect.getsource(cls).splitlines()[2:]:
             if ":" in line and "=" in line and not line.strip().startswith(("#", "def", '"')):
                 assert "#" in line, f"{cls.__name__}: no reason given for `{line.strip()}`"

@@ -46,9 +46,18 @@ def parse_loss_params(items: list[str]) -> dict[str, Any]:
 def flag_overrides(**flags: Any) -> list[tuple[str, Any]]:
     """The common flags as dotted config overrides (only those the user gave)."""
     keys = {
-        "dataset": "data.dataset", "root": "data.root", "epochs": "train.epochs", "batch_size": "train.batch_size",
-        "lr": "optim.lr", "model": "model.name", "encoder": "model.encoder", "device": "train.device",
-        "seed": "seed", "name": "name", "deterministic": "train.deterministic", "compile": "train.compile",
+        "dataset": "data.dataset",
+        "root": "data.root",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "lr": "optim.lr",
+        "model": "model.name",
+        "encoder": "model.encoder",
+        "device": "train.device",
+        "seed": "seed",
+        "name": "name",
+        "deterministic": "train.deterministic",
+        "compile": "train.compile",
     }
     out = [(keys[k], v) for k, v in flags.items() if v is not None and k in keys]
     if flags.get("encoder") is not None and flags.get("model") is None:
@@ -56,8 +65,15 @@ def flag_overrides(**flags: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def resolve_config(config: Path | None, dataset: str | None, loss: str | None, loss_params: list[str],
-                   sets: list[str], resume: Path | None, flags: dict[str, Any]):
+def resolve_config(
+    config: Path | None,
+    dataset: str | None,
+    loss: str | None,
+    loss_params: list[str],
+    sets: list[str],
+    resume: Path | None,
+    flags: dict[str, Any],
+):
     """Defaults <- preset or --config <- flags <- --loss <- --set, or the resumed run's config <- flags."""
     from imbaseg.config import load_config, parse_override
 
@@ -73,7 +89,9 @@ def resolve_config(config: Path | None, dataset: str | None, loss: str | None, l
         from imbaseg.training.run_dir import checkpoint_path, load_checkpoint
 
         if config is not None:
-            raise UserError("--resume takes the config from the run folder; drop --config (use --set to change keys)")
+            raise UserError(
+                "--resume takes the config from the run folder; drop --config (use --set to change keys)"
+            )
         ckpt = load_checkpoint(checkpoint_path(resume, "last"))
         return load_config(None, overrides, base=ckpt["config"]), None
     preset = None
@@ -98,42 +116,77 @@ def list_losses_table() -> None:
 
 
 def train(
-    dataset: str = typer.Option(None, "--dataset", "-d", help="Prepared dataset: cvc, drive, isic2018, folder, "
-                                "synthetic-polyp|vessel|lesion. Without --config, starts from the study's preset."),
-    loss: str = typer.Option(None, "--loss", "-l", help='Loss name or compound, e.g. "boundary-dou" or "dice+bce".'),
-    loss_param: list[str] = typer.Option([], "--loss-param", "-p", help="Loss parameter key=value (repeatable)."),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Prepared dataset: cvc, drive, isic2018, folder, "
+        "synthetic-polyp|vessel|lesion. Without --config, starts from the study's preset.",
+    ),
+    loss: str = typer.Option(
+        None, "--loss", "-l", help='Loss name or compound, e.g. "boundary-dou" or "dice+bce".'
+    ),
+    loss_param: list[str] = typer.Option(
+        [], "--loss-param", "-p", help="Loss parameter key=value (repeatable)."
+    ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config, e.g. configs/isic.yaml."),
     epochs: int = typer.Option(None, help="Maximum epochs (train.epochs)."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Batch size (train.batch_size)."),
     lr: float = typer.Option(None, help="Initial learning rate (optim.lr)."),
     model: str = typer.Option(None, help="unet or timm-unet (model.name)."),
-    encoder: str = typer.Option(None, help="timm encoder for timm-unet, e.g. resnet34 (implies --model timm-unet)."),
+    encoder: str = typer.Option(
+        None, help="timm encoder for timm-unet, e.g. resnet34 (implies --model timm-unet)."
+    ),
     device: str = typer.Option(None, help="auto, cpu, cuda, cuda:N or mps (train.device)."),
     seed: int = typer.Option(None, help="Random seed (seed)."),
     name: str = typer.Option(None, help="Run folder name (default: a timestamp)."),
-    root: Path = typer.Option(None, help="Project root holding data/ and runs/ (default: $IMBASEG_HOME or .)."),
-    resume: Path = typer.Option(None, "--resume", help="Continue the run in RUN_DIR from checkpoints/last.pt."),
-    deterministic: bool = typer.Option(None, "--deterministic/--no-deterministic",
-                                       help="Deterministic kernels and loaders (bit-exact resume)."),
+    root: Path = typer.Option(
+        None, help="Project root holding data/ and runs/ (default: $IMBASEG_HOME or .)."
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in RUN_DIR from checkpoints/last.pt."
+    ),
+    deterministic: bool = typer.Option(
+        None,
+        "--deterministic/--no-deterministic",
+        help="Deterministic kernels and loaders (bit-exact resume).",
+    ),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
-    set_: list[str] = typer.Option([], "--set", help="Any config key: --set train.early_stopping=5 (repeatable)."),
-    progress: bool = typer.Option(None, "--progress/--no-progress", help="Live progress bars (default: on a terminal)."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Any config key: --set train.early_stopping=5 (repeatable)."
+    ),
+    progress: bool = typer.Option(
+        None, "--progress/--no-progress", help="Live progress bars (default: on a terminal)."
+    ),
     list_losses: bool = typer.Option(False, "--list-losses", help="Print the loss table and exit."),
 ) -> None:
     """Train a U-Net with a loss from the registry; writes runs/<dataset>/<loss>/<name>/."""
     if list_losses:
         list_losses_table()
         return
-    flags = dict(epochs=epochs, batch_size=batch_size, lr=lr, model=model, encoder=encoder, device=device, seed=seed,
-                 name=name, root=str(root) if root else None, deterministic=deterministic, compile=compile)
+    flags = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        model=model,
+        encoder=encoder,
+        device=device,
+        seed=seed,
+        name=name,
+        root=str(root) if root else None,
+        deterministic=deterministic,
+        compile=compile,
+    )
     cfg, preset = resolve_config(config, dataset, loss, loss_param, set_, resume, flags)
     if preset is not None:
         console.print(f"[dim]settings from {preset.relative_to(preset.parents[1])}[/]")
     from imbaseg.training.trainer import train as run_training
 
     result = run_training(cfg, resume=resume, console=console, progress=progress)
-    console.print(f"[bold]run folder:[/] {result.run_dir}  ({result.stopped}; best {cfg.train.monitor}="
-                  f"{result.best_value if result.best_value is None else round(result.best_value, 4)} "
-                  f"at epoch {result.best_epoch})")
+    console.print(
+        f"[bold]run folder:[/] {result.run_dir}  ({result.stopped}; best {cfg.train.monitor}="
+        f"{result.best_value if result.best_value is None else round(result.best_value, 4)} "
+        f"at epoch {result.best_epoch})"
+    )
     if result.stopped == "interrupted":
         raise typer.Exit(130)

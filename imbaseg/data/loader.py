@@ -50,7 +50,7 @@ class SeededDataLoader(DataLoader):
 
 
 class ShardSampler(torch.utils.data.Sampler):
-    """Rank ``r`` of ``world`` takes items ``r, r+world, ...`` in order: every item exactly once over all ranks.
+    """Rank ``r`` of ``world`` takes items ``r, r+world, ...`` in order: each item once over all ranks.
 
     Unlike DistributedSampler it never pads with repeated items, so metrics summed over ranks
     cover the whole split exactly (shards may differ in length by one).
@@ -89,8 +89,8 @@ def build_loader(dataset, batch_size: int, shuffle: bool, num_workers: int, seed
         from torch.utils.data.distributed import DistributedSampler
 
         if shuffle:
-            sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
-                                         drop_last=drop_last)
+            sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                                         seed=seed, drop_last=drop_last)
             rank = sampler.rank
         else:
             import torch.distributed as dist

@@ -23,8 +23,12 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     cols = history_columns(rows)
     lines = [",".join(cols)]
     for row in rows:
-        lines.append(",".join("" if row.get(c) is None else repr(row[c]) if isinstance(row.get(c), float)
-                              else str(row[c]) for c in cols))
+        lines.append(
+            ",".join(
+                "" if row.get(c) is None else repr(row[c]) if isinstance(row.get(c), float) else str(row[c])
+                for c in cols
+            )
+        )
     atomic_write_text(run_dir / "history.csv", "\n".join(lines) + "\n")
     plot_history(run_dir / "history.png", rows)
 

@@ -68,7 +68,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file
-        raise UserError(f"cannot read checkpoint {path}: {exc.__class__.__name__}. Is it a complete imbaseg run?") from exc
+        raise UserError(
+            f"cannot read checkpoint {path}: {exc.__class__.__name__}. Is it a complete imbaseg run?"
+        ) from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise UserError(f"{path} is not an imbaseg checkpoint (no model/config inside)")
     return ckpt
@@ -106,7 +108,9 @@ class LoadedRun:
     checkpoint_file: Path
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(
+    run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"
+) -> LoadedRun:
     """Rebuild the trained model of a run folder, in eval mode on ``device``."""
     path = checkpoint_path(run_dir, which)
     ckpt = load_checkpoint(path)

@@ -16,9 +16,10 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -152,15 +153,42 @@ def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, r
     root = ensure_prepared(d.dataset, root=d.root)
     size = tuple(d.size) if d.size else None
     patch = tuple(d.patch_size) if d.patch_size else None
-    train_ds = SegDataset(root, "train", size=size, augment=d.augment, patch_size=patch,
-                          distance_keys=distance_keys, in_channels=d.in_channels, seed=cfg.seed)
-    val_ds = SegDataset(root, "val", size=size, augment=None, patch_size=None,
-                        distance_keys=distance_keys, in_channels=d.in_channels, seed=cfg.seed)
+    train_ds = SegDataset(
+        root,
+        "train",
+        size=size,
+        augment=d.augment,
+        patch_size=patch,
+        distance_keys=distance_keys,
+        in_channels=d.in_channels,
+        seed=cfg.seed,
+        patches_per_image=d.patches_per_image if patch else 1,
+    )
+    val_ds = SegDataset(
+        root,
+        "val",
+        size=size,
+        augment=None,
+        patch_size=None,
+        distance_keys=distance_keys,
+        in_channels=d.in_channels,
+        seed=cfg.seed,
+    )
     if len(train_ds) == 0 or len(val_ds) == 0:
-        raise UserError(f"prepared dataset {root} needs non-empty train and val splits (see its manifest.csv)")
-    common = dict(num_workers=d.num_workers, seed=cfg.seed, distributed=True, num_replicas=world, rank=rank,
-                  persistent_workers=(d.num_workers > 0 and not cfg.train.deterministic) or None)
-    drop_last = len(train_ds) > cfg.train.batch_size * world  # no tiny last batch, unless that is all there is
+        raise UserError(
+            f"prepared dataset {root} needs non-empty train and val splits (see its manifest.csv)"
+        )
+    common = dict(
+        num_workers=d.num_workers,
+        seed=cfg.seed,
+        distributed=True,
+        num_replicas=world,
+        rank=rank,
+        persistent_workers=(d.num_workers > 0 and not cfg.train.deterministic) or None,
+    )
+    drop_last = (
+        len(train_ds) > cfg.train.batch_size * world
+    )  # no tiny last batch, unless that is all there is
     train_dl = build_loader(train_ds, cfg.train.batch_size, shuffle=True, drop_last=drop_last, **common)
     val_dl = build_loader(val_ds, cfg.train.batch_size, shuffle=False, **common)
     return train_dl, val_dl
@@ -172,9 +200,15 @@ def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, r
 class Trainer:
     """Owns the model, optimizer and loaders of one run; ``fit()`` runs the epochs."""
 
-    def __init__(self, cfg: Config, run_dir: Path | None = None, resume: str | Path | None = None,
-                 console=None, progress: bool | None = None,
-                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path | None = None,
+        resume: str | Path | None = None,
+        console=None,
+        progress: bool | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.cfg = cfg
         self.console = console
         self.on_epoch_end = on_epoch_end
@@ -214,7 +248,11 @@ class Trainer:
     def _new_run_dir(self) -> Path:
         path = None
         if self.main:
-            path = str(new_run_dir(self.cfg.data.dataset, self.cfg.loss_label, self.cfg.name, root=self.cfg.data.root))
+            path = str(
+                new_run_dir(
+                    self.cfg.data.dataset, self.cfg.loss_label, self.cfg.name, root=self.cfg.data.root
+                )
+            )
         return Path(D.broadcast_object(path))
 
     def _wrap(self, model: nn.Module) -> nn.Module:
@@ -251,8 +289,13 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        self.state = _State(ckpt["epoch"], ckpt.get("best_value"), ckpt.get("best_epoch"),
-                            ckpt.get("bad_epochs", 0), list(ckpt.get("history", [])))
+        self.state = _State(
+            ckpt["epoch"],
+            ckpt.get("best_value"),
+            ckpt.get("best_epoch"),
+            ckpt.get("bad_epochs", 0),
+            list(ckpt.get("history", [])),
+        )
         if ckpt.get("rng") and ckpt.get("world_size", 1) == self.world:
             set_rng_state(ckpt["rng"])  # across a world-size change the streams differ anyway
 
@@ -262,7 +305,9 @@ class Trainer:
 
     # -- one epoch
 
-    def _batch_to_device(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def _batch_to_device(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         nb = self.device.type == "cuda"
         fmt = torch.channels_last if self.cfg.train.channels_last else torch.contiguous_format
         x = batch["image"].to(self.device, non_blocking=nb).contiguous(memory_format=fmt)
@@ -328,7 +373,11 @@ class Trainer:
         D.all_reduce_sum(stats)
         mean = self._sync_running(stats[0], int(stats[1].item()), epoch, n_batches)
         elapsed = max(time.perf_counter() - t0, 1e-9)
-        out = {"train_loss": mean, "images_per_s": seen * self.world / elapsed, "data_wait_fraction": waited / elapsed}
+        out = {
+            "train_loss": mean,
+            "images_per_s": seen * self.world / elapsed,
+            "data_wait_fraction": waited / elapsed,
+        }
         for k, v in terms.items():
             t = torch.as_tensor(v, device=self.device, dtype=torch.float64).reshape(1)
             D.all_reduce_sum(t)
@@ -354,8 +403,13 @@ class Trainer:
             denom = pred.sum(dim=(1, 2, 3)) + tgt.sum(dim=(1, 2, 3))
             dice = torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.ones_like(denom))
             n = x.shape[0]
-            sums += torch.stack([loss.double() * n, dice.double().sum(), torch.tensor(float(n), device=self.device,
-                                                                                       dtype=torch.float64)])
+            sums += torch.stack(
+                [
+                    loss.double() * n,
+                    dice.double().sum(),
+                    torch.tensor(float(n), device=self.device, dtype=torch.float64),
+                ]
+            )
         D.all_reduce_sum(sums)
         n = max(sums[2].item(), 1.0)
         return {"val_loss": sums[0].item() / n, "val_dice": sums[1].item() / n}
@@ -418,8 +472,15 @@ class Trainer:
     def fit(self) -> TrainResult:
         if self.main:
             self._write_run_files()
-            self.log.info("run %s: dataset=%s loss=%s model=%s device=%s world=%d", self.run_dir,
-                          self.cfg.data.dataset, self.cfg.loss_label, self.cfg.model.name, self.device, self.world)
+            self.log.info(
+                "run %s: dataset=%s loss=%s model=%s device=%s world=%d",
+                self.run_dir,
+                self.cfg.data.dataset,
+                self.cfg.loss_label,
+                self.cfg.model.name,
+                self.device,
+                self.world,
+            )
         stopped = "completed"
         with _sigint_guard(self), _progress(self) as prog:
             for epoch in range(self.state.epoch, self.cfg.train.epochs):
@@ -430,9 +491,14 @@ class Trainer:
                     stopped = "interrupted"
                     break
                 val_stats = self.validate()
-                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_stats["train_loss"], **val_stats,
-                       "seconds": round(time.perf_counter() - t0, 3),
-                       **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"}}
+                row = {
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "train_loss": train_stats["train_loss"],
+                    **val_stats,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"},
+                }
                 self.last_train_stats = train_stats
                 early = self._end_epoch(epoch, row)
                 self._report(row, train_stats["images_per_s"])
@@ -444,24 +510,39 @@ class Trainer:
                     break
                 if early:
                     stopped = "early_stopping"
-                    self._say(f"early stopping: no improvement of {self.cfg.train.monitor} for "
-                              f"{self.cfg.train.early_stopping} epochs")
+                    self._say(
+                        f"early stopping: no improvement of {self.cfg.train.monitor} for "
+                        f"{self.cfg.train.early_stopping} epochs"
+                    )
                     break
         if stopped == "interrupted" and self.main:
             save_checkpoint(self.checkpoint(interrupted=True), self.ckpt_dir / "last.pt")
-            self._say(f"[yellow]interrupted: saved {self.ckpt_dir / 'last.pt'}; continue with "
-                      f"imbaseg train --resume {self.run_dir}[/]")
-        self.log.info("finished (%s) after %d epochs; best %s=%s at epoch %s", stopped, self.state.epoch,
-                      self.cfg.train.monitor, self.state.best_value, self.state.best_epoch)
+            self._say(
+                f"[yellow]interrupted: saved {self.ckpt_dir / 'last.pt'}; continue with "
+                f"imbaseg train --resume {self.run_dir}[/]"
+            )
+        self.log.info(
+            "finished (%s) after %d epochs; best %s=%s at epoch %s",
+            stopped,
+            self.state.epoch,
+            self.cfg.train.monitor,
+            self.state.best_value,
+            self.state.best_epoch,
+        )
         for h in list(self.log.handlers):
             h.close()
             self.log.removeHandler(h)
-        return TrainResult(self.run_dir, self.state.history, self.state.best_value, self.state.best_epoch, stopped)
+        return TrainResult(
+            self.run_dir, self.state.history, self.state.best_value, self.state.best_epoch, stopped
+        )
 
     def _report(self, row: dict[str, Any], rate: float) -> None:
-        line = (f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  lr {row['lr']:.2e}  train_loss {row['train_loss']:.4f}"
-                f"  val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  {rate:.1f} img/s"
-                f"  {row['seconds']:.1f}s")
+        line = (
+            f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  lr {row['lr']:.2e}"
+            f"  train_loss {row['train_loss']:.4f}"
+            f"  val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  {rate:.1f} img/s"
+            f"  {row['seconds']:.1f}s"
+        )
         if self.state.best_epoch == row["epoch"]:
             line += "  *best*"
         if self.main:
@@ -510,9 +591,15 @@ def _progress(trainer: Trainer):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=trainer.console,
-                    transient=False)
+    prog = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=trainer.console,
+        transient=False,
+    )
     n_batches = len(trainer.train_dl)
     if trainer.cfg.train.max_train_batches is not None:
         n_batches = min(n_batches, trainer.cfg.train.max_train_batches)
@@ -536,8 +623,13 @@ def _progress(trainer: Trainer):
         yield _P()
 
 
-def train(cfg: Config, resume: str | Path | None = None, console=None, progress: bool | None = None,
-          on_epoch_end=None) -> TrainResult:
+def train(
+    cfg: Config,
+    resume: str | Path | None = None,
+    console=None,
+    progress: bool | None = None,
+    on_epoch_end=None,
+) -> TrainResult:
     """Train a model as ``cfg`` describes; ``resume`` continues a run folder where it stopped."""
     trainer = Trainer(cfg, resume=resume, console=console, progress=progress, on_epoch_end=on_epoch_end)
     try:

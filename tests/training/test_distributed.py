@@ -14,9 +14,26 @@ from imbaseg.training.run_dir import load_checkpoint, load_run
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--dataset", "synthetic-polyp", "--device", "cpu", "--deterministic", "--no-progress",
-          "--set", "data.size=[32,32]", "--set", "model.base_channels=4", "--set", "optim.name=adamw",
-          "--set", "optim.lr=0.003", "--set", "data.augment.enabled=false", "--set", "train.early_stopping=0"]
+COMMON = [
+    "--dataset",
+    "synthetic-polyp",
+    "--device",
+    "cpu",
+    "--deterministic",
+    "--no-progress",
+    "--set",
+    "data.size=[32,32]",
+    "--set",
+    "model.base_channels=4",
+    "--set",
+    "optim.name=adamw",
+    "--set",
+    "optim.lr=0.003",
+    "--set",
+    "data.augment.enabled=false",
+    "--set",
+    "train.early_stopping=0",
+]
 
 
 def launch(root: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
@@ -24,8 +41,17 @@ def launch(root: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, "-m", "imbaseg", "train", *args]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "imbaseg", "train", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "imbaseg",
+            "train",
+            *args,
+        ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
@@ -44,12 +70,28 @@ def run_dir(root: Path, loss: str, name: str) -> Path:
 def runs(tiny_root) -> dict[str, Path]:
     """Each launch once: single process x batch 4 against two processes x batch 2 (global batch 4)."""
     out = {}
-    for key, loss, nproc, sync in [("single-bce", "bce", 1, "true"), ("ddp-bce", "bce", 2, "true"),
-                                   ("single-dyn", "dynamit-batch", 1, "true"),
-                                   ("ddp-dyn-sync", "dynamit-batch", 2, "true"),
-                                   ("ddp-dyn-local", "dynamit-batch", 2, "false")]:
-        launch(tiny_root, nproc, *COMMON, "--loss", loss, "--epochs", "2", "--batch-size", str(4 // nproc),
-               "--set", f"loss.sync_stats={sync}", "--name", key)
+    for key, loss, nproc, sync in [
+        ("single-bce", "bce", 1, "true"),
+        ("ddp-bce", "bce", 2, "true"),
+        ("single-dyn", "dynamit-batch", 1, "true"),
+        ("ddp-dyn-sync", "dynamit-batch", 2, "true"),
+        ("ddp-dyn-local", "dynamit-batch", 2, "false"),
+    ]:
+        launch(
+            tiny_root,
+            nproc,
+            *COMMON,
+            "--loss",
+            loss,
+            "--epochs",
+            "2",
+            "--batch-size",
+            str(4 // nproc),
+            "--set",
+            f"loss.sync_stats={sync}",
+            "--name",
+            key,
+        )
         out[key] = run_dir(tiny_root, loss, key)
     return out
 
@@ -57,7 +99,9 @@ def runs(tiny_root) -> dict[str, Path]:
 def test_two_process_run_completes_and_loads_in_one_process(runs):
     run = runs["ddp-bce"]
     assert len(history(run)) == 2
-    assert sorted(p.name for p in run.parent.iterdir() if p.name.startswith("ddp")) == ["ddp-bce"]  # rank 0 only
+    assert sorted(p.name for p in run.parent.iterdir() if p.name.startswith("ddp")) == [
+        "ddp-bce"
+    ]  # rank 0 only
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ckpt["world_size"] == 2
     loaded = load_run(run, "best")
@@ -65,9 +109,14 @@ def test_two_process_run_completes_and_loads_in_one_process(runs):
     assert (run / "train.log").read_text().count("epoch   1/2") == 1  # one writer
 
 
-@pytest.mark.parametrize("single,multi,match", [("single-bce", "ddp-bce", True),
-                                                ("single-dyn", "ddp-dyn-sync", True),
-                                                ("single-dyn", "ddp-dyn-local", False)])
+@pytest.mark.parametrize(
+    "single,multi,match",
+    [
+        ("single-bce", "ddp-bce", True),
+        ("single-dyn", "ddp-dyn-sync", True),
+        ("single-dyn", "ddp-dyn-local", False),
+    ],
+)
 def test_same_global_batch_gives_the_same_losses(runs, single, multi, match):
     """Batch statistics (dynamit-batch) match one big batch only when all-reduced (loss.sync_stats)."""
     a_rows, b_rows = history(runs[single]), history(runs[multi])
@@ -75,7 +124,7 @@ def test_same_global_batch_gives_the_same_losses(runs, single, multi, match):
     if match:
         # measured here: 3e-8 relative in epoch 1 (summation order only); later epochs drift a little
         assert first < 1e-6
-        for a, b in zip(a_rows, b_rows):
+        for a, b in zip(a_rows, b_rows, strict=True):
             # validation is sharded without padding and all-reduced: the whole split on both sides
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
             assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-3)

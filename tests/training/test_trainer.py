@@ -43,8 +43,15 @@ def test_run_folder_contents(tiny_root):
     result = train(cfg)
     run = result.run_dir
     assert run == tiny_root / "runs" / "synthetic-polyp" / "bce" / "contents"
-    for name in ("config.yaml", "env.json", "history.csv", "train.log", "history.png",
-                 "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "history.csv",
+        "train.log",
+        "history.png",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     rows = read_history(run)
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -72,7 +79,7 @@ def test_resume_gives_the_same_history_as_a_straight_run(tiny_root):
     assert resumed == part
     a, b = read_history(straight), read_history(resumed)
     assert len(a) == len(b) == 4
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         ra.pop("seconds"), rb.pop("seconds")
         assert ra == rb
 
@@ -104,8 +111,12 @@ def test_compound_loss_terms_are_logged(tiny_root):
 
 
 def test_early_stopping(tiny_root):
-    cfg = tiny_cfg(tiny_root, name="early", optim={"name": "sgd", "lr": 1e-12, "momentum": 0.0},
-                   train={"epochs": 6, "early_stopping": 2, "monitor": "val_loss"})
+    cfg = tiny_cfg(
+        tiny_root,
+        name="early",
+        optim={"name": "sgd", "lr": 1e-12, "momentum": 0.0},
+        train={"epochs": 6, "early_stopping": 2, "monitor": "val_loss"},
+    )
     result = train(cfg)
     assert result.stopped == "early_stopping"
     assert len(result.history) == 3  # best at epoch 1, then two epochs without improvement
@@ -114,7 +125,10 @@ def test_early_stopping(tiny_root):
 @pytest.mark.parametrize(
     "sched,expected",
     [  # lr per epoch for lr0 = 0.1 over 4 epochs
-        ("cosine", [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2]),
+        (
+            "cosine",
+            [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2],
+        ),
         ("poly", [0.1, 0.1 * 0.75**0.9, 0.1 * 0.5**0.9, 0.1 * 0.25**0.9]),
         ("none", [0.1] * 4),
     ],
@@ -148,11 +162,36 @@ def test_plateau_schedule_reduces_the_lr_after_patience():
 
 def test_sigint_leaves_a_loadable_last_checkpoint(tiny_root, tmp_path):
     env = dict(os.environ, IMBASEG_HOME=str(tiny_root))
-    cmd = [sys.executable, "-m", "imbaseg", "train", "--dataset", "synthetic-polyp", "--loss", "bce",
-           "--name", "sigint", "--epochs", "200", "--device", "cpu", "--no-progress", "--set", "data.size=[32,32]",
-           "--set", "model.base_channels=4", "--set", "optim.name=adamw", "--set", "optim.lr=0.001",
-           "--set", "train.early_stopping=0"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "imbaseg",
+        "train",
+        "--dataset",
+        "synthetic-polyp",
+        "--loss",
+        "bce",
+        "--name",
+        "sigint",
+        "--epochs",
+        "200",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--set",
+        "data.size=[32,32]",
+        "--set",
+        "model.base_channels=4",
+        "--set",
+        "optim.name=adamw",
+        "--set",
+        "optim.lr=0.001",
+        "--set",
+        "train.early_stopping=0",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     history = tiny_root / "runs" / "synthetic-polyp" / "bce" / "sigint" / "history.csv"
     deadline = time.time() + 120
     while not history.exists() and time.time() < deadline and proc.poll() is None:
