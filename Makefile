@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 IMB   := $(PY) -m imbaseg
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench figures clean-demo
+.PHONY: install demo test lint bench figures
 
 install: $(STAMP)
 
