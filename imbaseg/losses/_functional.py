@@ -1,0 +1,228 @@
+"""The shared math of the loss library: input preparation, stable BCE, fused pixel sums, soft counts.
+
+Conventions (see ../shared/spec/losses.md):
+- ``z`` are logits ``(B, 1, H, W)`` in the compute dtype (float32; float64 only for gradcheck),
+  ``y`` the target as 0/1 floats of the compute dtype and ``yb`` the bool target (``mask_of``).
+- ``s = (1 - 2y) * z`` is the "signed error logit": the per-pixel BCE is ``softplus(s)`` (equal to
+  ``softplus(z) - y*z`` for y in {0,1}, with no cancellation at |z| = 50) and ``e = sigmoid(s)`` is
+  ``|p - y|`` (``1 - p`` on foreground, ``p`` on background), computed without rounding ``p`` first.
+- Counts are exact: float32 sums of 0/1 values below 2^24 pixels (float64 above), ``count_nonzero`` of
+  bool masks; ratios of counts are formed in float64 and then cast.
+- Nothing here calls ``.item()``, ``.cpu()`` or numpy, so CUDA runs stay on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from imbaseg.errors import UserError
+
+DIMS_BATCH = (0, 1, 2, 3)
+DIMS_IMAGE = (1, 2, 3)
+
+
+def compute_dtype(logits: Tensor) -> torch.dtype:
+    """float64 stays float64 (gradcheck); every other float dtype (fp16, bf16, fp32) computes in float32."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def prepare(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Check shapes and return ``(z, y, yb)``: logits in the compute dtype, the target as 0/1 floats, and
+    the bool target when it came as bool (else None: ``mask_of`` makes it only for losses that need it).
+
+    logits: float ``(B, 1, H, W)``. target: same shape, bool/int/float with values in {0, 1}; nonzero is
+    foreground wherever a mask is needed. No value check: it would need a host sync on CUDA.
+    """
+    if not isinstance(logits, Tensor) or not isinstance(target, Tensor):
+        raise TypeError("loss inputs must be torch tensors (logits, target)")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a float tensor, got {logits.dtype}")
+    if logits.dim() != 4 or logits.shape[1] != 1:
+        raise ValueError(f"logits must have shape (B, 1, H, W), got {tuple(logits.shape)}")
+    if tuple(target.shape) != tuple(logits.shape):
+        raise ValueError(f"target shape {tuple(target.shape)} differs from logits shape "
+                         f"{tuple(logits.shape)}")
+    dtype = compute_dtype(logits)
+    z = logits.to(dtype)
+    if target.dtype == torch.bool:
+        return z, target.to(dtype), target
+    if target.dtype == dtype:
+        return z, target, None
+    yb = target.bool()
+    return z, yb.to(dtype), yb
+
+
+def mask_of(y: Tensor, yb: Tensor | None) -> Tensor:
+    """The bool target: ``yb`` when known, else ``y != 0`` (``.bool()``: ~6x faster than ``>`` on CPU)."""
+    return yb if yb is not None else y.bool()
+
+
+def count_pos(y: Tensor, dims=None) -> Tensor:
+    """Exact ``sum(y)`` of a 0/1 float target: float32 while the count fits in 24 bits, else float64."""
+    dtype = None if y.numel() < 2**24 else torch.float64  # float32 holds every integer below 2^24
+    return y.sum(dtype=dtype) if dims is None else y.sum(dims, dtype=dtype)
+
+
+def extra_map(extras: dict, key: str, like: Tensor) -> Tensor | None:
+    """The precomputed per-pixel map ``extras[key]`` in ``like``'s dtype, or None when absent."""
+    value = extras.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Tensor) or tuple(value.shape) != tuple(like.shape):
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"extra input '{key}' must be a tensor of shape {tuple(like.shape)}, got {shape}")
+    return value.to(device=like.device, dtype=like.dtype)
+
+
+def signed(x: Tensor, y: Tensor) -> Tensor:
+    """``(1 - 2y) x``: ``-x`` on foreground, ``x`` on background (exact, one fused pass)."""
+    return torch.addcmul(x, y, x, value=-2.0)
+
+
+def bce_map(z: Tensor, y: Tensor) -> Tensor:
+    """Per-pixel BCE ``l(z, y) = softplus(z) - y*z``, computed as ``softplus((1-2y) z)``."""
+    return F.softplus(signed(z, y))
+
+
+def error_prob(z: Tensor, y: Tensor) -> Tensor:
+    """``|p - y| = sigmoid((1-2y) z)``: ``1-p`` on foreground, ``p`` on background, without cancellation."""
+    return torch.sigmoid(signed(z, y))
+
+
+def pow_exp(x: Tensor, a: float) -> Tensor:
+    """``x ** a`` for x >= 0 with value exactly 0 and a finite (zero) gradient at x = 0 when 0 < a < 1."""
+    positive = x > 0
+    safe = torch.where(positive, x, torch.ones_like(x))
+    return torch.where(positive, safe.pow(a), torch.zeros_like(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused pixel sums: the hot path of bce, dynamit-*, boundary-gaussian, dou and boundary-dou.
+
+
+class _PixelSums(torch.autograd.Function):
+    """Sums over all pixels, with one hand-written backward instead of a dozen autograd nodes.
+
+    Outputs a vector: ``[sum(w * softplus(s))]`` if ``want_bce``, then ``[sum(e^2), sum(y*e), sum(e)]``
+    if ``want_error``; ``s = (1-2y) z``, ``e = sigmoid(s)``, ``w`` a per-pixel weight (None = 1).
+    Gradient: ``d/dz = (1-2y) e [g0 w + (1-e)(2 e g1 + y g2 + g3)]``.
+    """
+
+    @staticmethod
+    def forward(ctx, z, y, w, want_bce: bool, want_error: bool):
+        s = signed(z, y)
+        e = torch.sigmoid(s)
+        flat_e = e.reshape(-1)
+        out = []
+        if want_bce:
+            sp = F.softplus(s).reshape(-1)
+            out.append(sp.sum() if w is None else torch.dot(sp, w.reshape(-1)))
+        if want_error:
+            out += [torch.dot(flat_e, flat_e), torch.dot(flat_e, y.reshape(-1)), flat_e.sum()]
+        ctx.want = (want_bce, want_error)
+        ctx.save_for_backward(e, y, w)
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        e, y, w = ctx.saved_tensors
+        want_bce, want_error = ctx.want
+        if want_error:
+            g = grad[1:] if want_bce else grad
+            acc = torch.addcmul(g[2], y, g[1]).addcmul_(e, 2.0 * g[0])  # 2 e g1 + y g2 + g3
+            acc.addcmul_(acc, e, value=-1.0)  # times (1 - e)
+            if want_bce:
+                acc = acc.addcmul_(w, grad[0]) if w is not None else acc.add_(grad[0])
+            acc.mul_(e)
+        else:
+            acc = e * grad[0] if w is None else torch.mul(w, grad[0]).mul_(e)
+        return acc.addcmul_(y, acc, value=-2.0), None, None, None, None  # times (1 - 2y), in place
+
+
+def pixel_sums(z: Tensor, y: Tensor, w: Tensor | None = None, *, bce: bool = True,
+               error: bool = False) -> Tensor:
+    """Vector ``[sum(w*l)]`` (if ``bce``) followed by ``[sum(e^2), sum(y e), sum(e)]`` (if ``error``).
+
+    ``l`` is the per-pixel BCE from logits and ``e = |p - y|``. Differentiable in ``z`` only.
+    """
+    if not (bce or error):
+        raise ValueError("pixel_sums needs bce or error")
+    if w is not None:
+        w = w.to(z.dtype)
+    return _PixelSums.apply(z, y, w, bce, error)
+
+
+def weighted_bce_mean(z: Tensor, y: Tensor, w: Tensor | None = None) -> Tensor:
+    """``(1/|O|) sum(w * l(z, y))`` over all pixels of the batch (w = 1 when None)."""
+    return pixel_sums(z, y, w, bce=True)[0] / z.numel()
+
+
+# --------------------------------------------------------------------------------------------------
+# Soft counts for the region losses.
+
+
+def soft_counts(z: Tensor, y: Tensor, dims) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Soft ``(TP, FP, FN, P)`` reduced over ``dims``; FP and FN come from ``e = |p - y|`` (no cancellation).
+
+    ``TP = sum(p y) = P - FN`` where ``P = sum(y)``; the background class has ``TP_bg = N - FP``,
+    ``FP_bg = FN``, ``FN_bg = FP``.
+    """
+    e = error_prob(z, y)
+    fn = (e * y).sum(dims)
+    fp = (e * (1.0 - y)).sum(dims)
+    pos = y.sum(dims)
+    return pos - fn, fp, fn, pos
+
+
+def tversky_complement(tp: Tensor, fp: Tensor, fn: Tensor, a: float, b: float, smooth: float) -> Tensor:
+    """``1 - (TP+s)/(TP + a FP + b FN + s)``, written as ``(a FP + b FN)/(TP + a FP + b FN + s)``.
+
+    The two forms are equal; the second has no cancellation when the prediction is nearly perfect.
+    """
+    err = a * fp + b * fn
+    return err / (tp + err + smooth)
+
+
+def dice_complement(tp: Tensor, fp: Tensor, fn: Tensor, smooth: float) -> Tensor:
+    """``1 - (2TP+s)/(2TP+FP+FN+s)`` written as ``(FP+FN)/(2TP+FP+FN+s)``."""
+    err = fp + fn
+    return err / (2.0 * tp + err + smooth)
+
+
+def background_counts(tp: Tensor, fp: Tensor, fn: Tensor, pos: Tensor,
+                      total: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Counts of the background class from the foreground ones: ``(N - FP, FN, FP)``."""
+    return (total - pos) - fp, fn, fp
+
+
+# --------------------------------------------------------------------------------------------------
+# Batch statistics across ranks.
+
+
+def distributed_active() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def sync_sum(t: Tensor, grad: bool = False) -> Tensor:
+    """All-reduce (SUM) ``t`` over the default process group; identity when not distributed.
+
+    ``grad=True`` uses ``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the
+    incoming gradient, so terms built on global sums keep their gradient.
+    """
+    if not distributed_active():
+        return t
+    if grad:
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    t = t.detach().clone()
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t
+
+
+def check(condition: bool, owner: str, message: str) -> None:
+    """Raise a UserError ``loss 'owner': message`` unless ``condition``."""
+    if not condition:
+        raise UserError(f"loss '{owner}': {message}")

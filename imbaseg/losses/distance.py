@@ -1,0 +1,185 @@
+"""Exact Euclidean distance maps for the distance-based losses, batched, on the tensor's own device.
+
+Why two backends and a precomputed path:
+- **CPU: scipy.** ``distance_transform_edt`` is an exact linear-time C implementation, called once
+  per batch (no Python loop over images). Exact maps: one 3-D call on the ``(B, H, W)`` stack with a
+  sampling of ``H + W`` on the batch axis; that spacing exceeds any distance inside an image, so each
+  pixel's nearest feature is in its own image. When the caller needs distances only up to
+  ``max_distance`` (boundary-gaussian: its Gaussian term cannot change a weight beyond ``13.2 sigma``),
+  one 2-D call on the images stacked vertically with ``max_distance + 1`` background rows between
+  them: distances up to ``max_distance`` are exact, larger ones come out as some value above it.
+  Measured at 8x384x384 on one core: a loop of per-image calls 54 ms, the stacked 2-D call 65 ms,
+  the 3-D call 121 ms - the price of no loop, paid only when the maps are not handed in.
+  Images without a feature pixel are set to ``EMPTY_DISTANCE``.
+- **CUDA: an exact separable squared EDT in torch**, no host round trip. Pass 1 (along H) takes the
+  1-D distance to the nearest feature in the column from ``cummax``/``cummin`` of feature indices;
+  pass 2 (along W) is the exact min-plus ``D2(i,j) = min_k g2(i,k) + (j-k)^2``, evaluated by brute
+  force in row chunks (O(B H W^2) work: data-parallel, so cheap on a GPU, but seconds on a CPU, hence
+  scipy there); with ``max_distance`` only the offsets ``|j-k| <= max_distance`` are scanned, one
+  shifted minimum each. All values are integers below 2^24, so float32 is exact; the square root is
+  taken in float64 and rounded to float32, as scipy's result is, so the backends agree bit for bit.
+  (Not measured on a GPU yet: the development machine has none.)
+- **Precomputed.** The data loader calls ``distance_maps`` on each augmented mask in its worker
+  processes and hands the stacked maps to the loss as keyword extras (``dist_fg=...``): no EDT in the
+  training step at all. ``distance_maps`` runs the same scipy code as the in-forward CPU path.
+
+Keys (each float32 ``(H, W)`` per image):
+- ``dist_fg``: distance to the nearest foreground pixel (0 on foreground). ``EMPTY_DISTANCE`` everywhere
+  for an image without foreground, so that ``exp(-d^2 / (2 sigma^2))`` is exactly 0 there.
+- ``dist_bg``: distance to the nearest background pixel (0 on background); ``EMPTY_DISTANCE`` everywhere
+  for an all-foreground image.
+- ``sdf``: Kervadec's signed distance: ``dist_fg`` outside, ``-(dist_bg - 1)`` inside (0 on the inner
+  boundary, negative deeper inside); all 0 for an image that is empty or full (it has no boundary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from imbaseg.errors import UserError
+
+EMPTY_DISTANCE = 1.0e4  # "no feature in this image": beyond any real image; exp(-d^2/2s^2) is 0 for s < 250
+DISTANCE_KEYS = ("dist_fg", "dist_bg", "sdf")
+_CHUNK_ELEMENTS = 1 << 26  # pass-2 working set of the torch EDT: 64 Mi floats (256 MiB) per chunk
+
+
+def _edt_numpy(mask: np.ndarray, max_distance: float | None = None) -> np.ndarray:
+    """float32 ``(B, H, W)`` distance of each pixel to the nearest True pixel of its own image.
+
+    Exact everywhere, or (``max_distance``) exact up to ``max_distance`` and above it elsewhere.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    mask = np.asarray(mask, dtype=bool)
+    b, h, w = mask.shape
+    has = mask.reshape(b, -1).any(axis=1)
+    out = np.full(mask.shape, EMPTY_DISTANCE, dtype=np.float32)
+    if not has.any():
+        return out
+    if b == 1:
+        dist = distance_transform_edt(~mask[0])[None]
+    elif max_distance is not None and int(max_distance) + 2 <= h:
+        gap = int(np.ceil(max_distance)) + 1
+        stacked = np.ones((b, h + gap, w), dtype=bool)  # True = not a feature: the gap rows are background
+        np.logical_not(mask, out=stacked[:, :h])
+        dist = distance_transform_edt(stacked.reshape(b * (h + gap), w)).reshape(b, h + gap, w)[:, :h]
+    else:
+        dist = distance_transform_edt(~mask, sampling=(float(h + w), 1.0, 1.0))
+    np.copyto(out, dist, where=has[:, None, None], casting="same_kind")
+    return out
+
+
+def _edt_torch(mask: Tensor, max_distance: float | None = None) -> Tensor:
+    """EDT of a bool ``(B, H, W)`` tensor on its own device (see the module docstring); exact, or with
+    ``max_distance`` exact up to it (pass 2 then only scans offsets ``|j-k| <= max_distance``)."""
+    b, h, w = mask.shape
+    dev = mask.device
+    inf = torch.full((), float("inf"), device=dev)
+    rows = torch.arange(h, device=dev, dtype=torch.float32).view(1, h, 1)
+    above = torch.where(mask, rows, -inf).cummax(dim=1).values
+    below = torch.where(mask, rows, inf).flip(1).cummin(dim=1).values.flip(1)
+    g2 = torch.minimum(rows - above, below - rows).square_().reshape(b * h, w)
+    reach = w if max_distance is None else min(w, int(max_distance) + 1)
+    if 2 * reach + 1 < w:  # banded pass 2: one shifted minimum per offset
+        d2 = g2.clone()
+        for o in range(1, reach + 1):
+            d2[:, o:] = torch.minimum(d2[:, o:], g2[:, :-o] + o * o)
+            d2[:, :-o] = torch.minimum(d2[:, :-o], g2[:, o:] + o * o)
+    else:
+        cols = torch.arange(w, device=dev, dtype=torch.float32)
+        offset2 = (cols.view(w, 1) - cols.view(1, w)).square_()  # [j, k] = (j - k)^2
+        step = max(1, _CHUNK_ELEMENTS // (w * w))
+        d2 = torch.cat([(chunk.unsqueeze(1) + offset2).amin(dim=2) for chunk in g2.split(step)])
+    dist = d2.double().sqrt_().float().view(b, h, w).clamp_max_(EMPTY_DISTANCE)
+    has = mask.flatten(1).any(dim=1).view(b, 1, 1)
+    return torch.where(has, dist, torch.full_like(dist, EMPTY_DISTANCE))
+
+
+def edt(mask: Tensor, backend: str = "auto", max_distance: float | None = None) -> Tensor:
+    """Distance of each pixel to the nearest True pixel of its image; float32, shape of ``mask``.
+
+    mask: bool ``(B, H, W)`` or ``(B, 1, H, W)``. ``EMPTY_DISTANCE`` for images without a True pixel.
+    backend: "auto" (scipy on CPU, torch elsewhere), "scipy" or "torch". max_distance: distances
+    above it may come out as any value above it (faster); None: exact everywhere.
+    """
+    if backend not in ("auto", "scipy", "torch"):
+        raise ValueError(f"backend must be auto, scipy or torch, got {backend!r}")
+    shape = mask.shape
+    flat = mask.reshape(-1, shape[-2], shape[-1]).bool()
+    if backend == "torch" or (backend == "auto" and mask.device.type != "cpu"):
+        return _edt_torch(flat, max_distance).view(shape)
+    out = _edt_numpy(flat.detach().cpu().numpy(), max_distance)
+    return torch.from_numpy(out).view(shape).to(mask.device)
+
+
+def _combine(key: str, fg: Tensor | np.ndarray, d_fg, d_bg, lib):
+    """``key`` from the two unsigned maps; ``lib`` is numpy or torch so both paths share the formula."""
+    if key == "dist_fg":
+        return d_fg
+    if key == "dist_bg":
+        return d_bg
+    sdf = lib.where(fg, 1.0 - d_bg, d_fg)
+    return lib.where(_has_boundary(fg, lib), sdf, 0.0 * sdf)
+
+
+def _has_boundary(fg, lib):
+    """Per image: it holds both classes; broadcastable against ``fg`` ``(B, ..., H, W)``."""
+    flat = fg.reshape(fg.shape[0], -1)
+    both = flat.any(1) & ~flat.all(1)
+    return both.reshape((fg.shape[0],) + (1,) * (fg.ndim - 1))
+
+
+def target_maps(yb: Tensor, keys: Sequence[str], backend: str = "auto") -> dict[str, Tensor]:
+    """The requested distance maps of a bool batch ``(B, 1, H, W)``, as float32 tensors on its device."""
+    keys = _check_keys(keys)
+    need_fg = any(k in ("dist_fg", "sdf") for k in keys)
+    need_bg = any(k in ("dist_bg", "sdf") for k in keys)
+    d_fg = edt(yb, backend) if need_fg else None
+    d_bg = edt(~yb, backend) if need_bg else None
+    return {k: _combine(k, yb, d_fg, d_bg, torch) for k in keys}
+
+
+def boundary_distance(yb: Tensor, d_fg: Tensor | None = None, d_bg: Tensor | None = None) -> Tensor:
+    """Unsigned distance to the other class, ``dist_fg + dist_bg`` (>= 1 everywhere); 0 for empty/full images.
+
+    This is the ``d`` of hausdorff-dt (Karimi & Salcudean 2019): on foreground the distance to the
+    nearest background pixel, on background the distance to the nearest foreground pixel.
+    """
+    d_fg = edt(yb) if d_fg is None else d_fg
+    d_bg = edt(~yb) if d_bg is None else d_bg
+    d = d_fg + d_bg
+    return torch.where(_has_boundary(yb, torch), d, torch.zeros_like(d))
+
+
+def distance_maps(mask: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Float32 ``(H, W)`` maps of ONE binary mask ``(H, W)`` (bool, uint8 0/1 or 0/255, 0/1 float; nonzero is
+    foreground) for the requested keys.
+
+    Keys: ``dist_fg``, ``dist_bg``, ``sdf`` (see the module docstring for empty/full images). This is
+    what the data loader computes after augmentation; it equals what the losses compute themselves.
+    """
+    keys = _check_keys(keys)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"distance_maps takes one (H, W) mask, got shape {mask.shape}")
+    fg = (mask != 0)[None]
+    need_fg = any(k in ("dist_fg", "sdf") for k in keys)
+    need_bg = any(k in ("dist_bg", "sdf") for k in keys)
+    d_fg = _edt_numpy(fg) if need_fg else None
+    d_bg = _edt_numpy(~fg) if need_bg else None
+    return {k: np.asarray(_combine(k, fg, d_fg, d_bg, np), dtype=np.float32)[0] for k in keys}
+
+
+def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    for k in keys:
+        if k not in DISTANCE_KEYS:
+            from imbaseg.errors import suggestion
+
+            raise UserError(f"unknown distance map '{k}'.{suggestion(k, DISTANCE_KEYS)} "
+                            f"Choose from: {', '.join(DISTANCE_KEYS)}.")
+    return keys
