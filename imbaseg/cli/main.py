@@ -63,7 +63,7 @@ def _register() -> None:
         except (ImportError, AttributeError):
             app.command(command, help=f"[not available yet] {command}")(user_errors(_placeholder(command)))
             continue
-        app.command(command)(user_errors(fn))
+        app.command(command, **getattr(fn, "typer_command_kwargs", {}))(user_errors(fn))
 
 
 _register()
