@@ -21,22 +21,14 @@ from imbaseg.errors import UserError, suggestion
 
 @dataclass
 class DataConfig:
-    dataset: str = (
-        "synthetic-polyp"  # a prepared dataset name under data/prepared/ (synthetic-* prepare themselves)
-    )
+    dataset: str = "synthetic-polyp"  # a dataset under data/prepared/ (synthetic-* prepare themselves)
     root: str | None = None  # project root holding data/; None means $IMBASEG_HOME or the current directory
     size: list[int] | None = None  # [H, W] training size; None keeps the prepared images' own size
     in_channels: int = 3  # 3 = RGB (grey images are replicated), 1 = luminance
-    patch_size: list[int] | None = (
-        None  # [h, w] random training crops (DRIVE on CPU); None trains on whole images
-    )
-    patches_per_image: int = (
-        1  # crops drawn per image per epoch (with patch_size): more steps per decoded image
-    )
+    patch_size: list[int] | None = None  # [h, w] random training crops (DRIVE on CPU); None = whole images
+    patches_per_image: int = 1  # crops per image per epoch (with patch_size): more steps per decoded image
     num_workers: int = 0  # loader processes; 0 loads in the main process (fastest for tiny CPU runs)
-    augment: dict[str, Any] = field(
-        default_factory=dict
-    )  # imbaseg.data.transforms keys; {} = the study's set
+    augment: dict[str, Any] = field(default_factory=dict)  # transforms keys; {} = the study's set
 
 
 @dataclass
@@ -78,9 +70,7 @@ class TrainConfig:
     epochs: int = 400  # the study's upper bound; early stopping usually ends sooner
     batch_size: int = 2  # the study's batch for CVC and DRIVE
     early_stopping: int = 20  # epochs without improvement of the monitor before stopping; 0 disables
-    monitor: str = (
-        "val_loss"  # "val_loss" or "val_dice": the value that picks best.pt and drives the schedule
-    )
+    monitor: str = "val_loss"  # or "val_dice": the value that picks best.pt and drives the schedule
     threshold: float = 0.5  # probability threshold for the validation Dice
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
