@@ -75,7 +75,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" = cuda, then mps, then cpu
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler); off on CPU
     compile: bool = False  # torch.compile the model (falls back to eager when compilation fails)
-    channels_last: bool = True  # faster convolutions on GPU; harmless on CPU
+    channels_last: bool = True  # faster convolutions on CUDA; ignored on CPU, where it is slower
     deterministic: bool = False  # deterministic kernels and loaders, for bit-exact resume
     log_interval: int = 20  # steps between host syncs of the running loss (and the NaN check)
     max_train_batches: int | None = None  # cap per epoch, for smoke runs; None uses the whole split

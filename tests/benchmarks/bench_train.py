@@ -83,7 +83,7 @@ def config(root: Path, args, compile_: bool):
                 "device": args.device,
                 "amp": True,
                 "compile": compile_,
-                "channels_last": True,
+                "channels_last": args.channels_last,
                 "max_train_batches": args.steps,
                 "log_interval": 50,
             },
@@ -161,6 +161,8 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--no-compile", action="store_true", help="skip variant (c)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="imbaseg variants in contiguous memory format (default: channels_last)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -171,8 +173,8 @@ def main(argv=None) -> None:
     args.steps = args.steps or (4 if args.quick else 10 if small else 60)
     args.warmup = args.warmup or (1 if args.quick else 2 if small else 10)
     args.workers = args.workers if args.workers is not None else (0 if small else 6)
-    root = REPO / ".bench-work" / f"train-{args.size[0]}x{args.size[1]}"
     n = max(40, (args.steps + args.warmup) * args.batch * 10 // 7 + 10)
+    root = REPO / ".bench-work" / f"train-{args.size[0]}x{args.size[1]}-n{n}"
     prepare_dataset("synthetic-polyp", root=root, size=args.size, n=n, seed=0)
 
     print(
