@@ -176,13 +176,14 @@ def predict(
 
 
 def _check_threshold(t) -> float:
-    try:
-        t = float(t)
-    except (TypeError, ValueError):
-        raise UserError(f"bad --threshold '{t}': give a number between 0 and 1") from None
-    if not 0.0 < t < 1.0:
-        raise UserError(f"bad --threshold {t}: it must lie strictly between 0 and 1")
-    return t
+    """A float in (0, 1): evaluate's parser, without 'auto' (new images have no validation masks)."""
+    from imbaseg.evaluation.evaluate import parse_threshold
+
+    value = parse_threshold(t)
+    if value == "auto":
+        raise UserError("bad --threshold auto for predict: give a number between 0 and 1 "
+                        "(auto needs validation masks)")
+    return value
 
 
 def results_table(results: list[dict], threshold: float):

@@ -114,3 +114,18 @@ def test_predict_bad_inputs(tiny_project, tmp_path, case):
     with pytest.raises(UserError, match=match):
         predict(tiny_project["run"], inputs, out, device="cpu", **kwargs)
     assert not out.exists() or not any(out.iterdir())  # nothing written before the check failed
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("auto", "auto needs validation masks"),
+        ("1.5", "strictly between 0"),
+        ("x", "give a number between 0 and 1"),
+    ],
+)
+def test_predict_threshold_errors(value, message):
+    from imbaseg.evaluation.predict import _check_threshold
+
+    with pytest.raises(UserError, match=message):
+        _check_threshold(value)
