@@ -21,16 +21,6 @@ GEOMETRY = {"vflip_p": 1.0, "hflip_p": 1.0, "shift_scale_rotate_p": 1.0, "elasti
             "brightness_contrast_p": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with 2+ intra-op threads on a loaded, shared CPU each conv waits ~100 ms on
-    thread sync (DataLoader workers run single-threaded anyway)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _ellipse(h, w, cy, cx, ry, rx):
     yy, xx = np.mgrid[:h, :w]
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1

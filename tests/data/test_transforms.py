@@ -22,16 +22,6 @@ GEOMETRY = {**OFF, "vflip_p": 1.0, "hflip_p": 1.0, "shift_scale_rotate_p": 1.0, 
 EVERYTHING = {**GEOMETRY, "brightness_contrast_p": 1.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with 2+ intra-op threads on a loaded, shared CPU each conv waits ~100 ms on
-    thread sync (DataLoader workers run single-threaded anyway)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _only(**on):
     return build_augment({**OFF, **on})
 

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from imbaseg.config import from_dict
@@ -31,12 +30,7 @@ def trained_run(tiny_root):
             "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "log_interval": 2},
         }
     )
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return train(cfg, progress=False).run_dir
-    finally:
-        torch.set_num_threads(before)
+    return train(cfg, progress=False).run_dir
 
 
 def test_trained_run_evaluates_and_predicts(trained_run, tiny_root, tmp_path):

@@ -101,15 +101,6 @@ TOLERANCE = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """MONAI's many tiny torch ops run ~5x slower with several threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pairs():
     rng = np.random.default_rng(2024)
