@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from imbaseg.errors import UserError, suggestion
+from imbaseg.optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass
@@ -114,8 +115,6 @@ class Config:
 
 
 MONITORS = ("val_loss", "val_dice")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("plateau", "cosine", "poly", "none")
 
 
 # ----------------------------------------------------------------------------- type checking
@@ -210,8 +209,8 @@ def validate(cfg: Config) -> Config:
     t = cfg.train
     checks = [
         (t.monitor in MONITORS, "train.monitor", t.monitor, MONITORS),
-        (cfg.optim.name in OPTIMIZERS, "optim.name", cfg.optim.name, OPTIMIZERS),
-        (cfg.sched.name in SCHEDULES, "sched.name", cfg.sched.name, SCHEDULES),
+        (cfg.optim.name in OPTIMIZERS, "optim.name", cfg.optim.name, tuple(OPTIMIZERS)),
+        (cfg.sched.name in SCHEDULES, "sched.name", cfg.sched.name, tuple(SCHEDULES)),
     ]
     for ok, key, value, choices in checks:
         if not ok:
@@ -329,3 +328,133 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from imbaseg.paths import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- presets and resolution
+
+# The study's settings per dataset: `--dataset X` without `--config` starts from these files, which
+# ship inside the installed package (imbaseg/configs, a link to the repository's configs/).
+PRESETS = {
+    "cvc": "cvc.yaml",
+    "drive": "drive.yaml",
+    "isic2018": "isic.yaml",
+    "synthetic-polyp": "synthetic.yaml",
+}
+
+
+def configs_dir() -> Path:
+    """The shipped configs: ``imbaseg/configs`` (in a checkout a link to the repository's ``configs/``).
+
+    UserError when it is missing (a broken install), never a silent fallback to the defaults.
+    """
+    here = Path(__file__).resolve()
+    for folder in (here.parent / "configs", here.parents[1] / "configs"):
+        if (folder / "cvc.yaml").is_file():
+            return folder
+    raise UserError(
+        "the study's config files (cvc.yaml, drive.yaml, ...) are missing from this installation; "
+        "reinstall imbaseg or pass --config FILE"
+    )
+
+
+def preset_name(dataset: str) -> str | None:
+    """The preset file name for ``dataset`` (aliases resolved), or None when it has none."""
+    from imbaseg.paths import dataset_key
+
+    return PRESETS.get(dataset_key(dataset))
+
+
+def preset_for(dataset: str) -> Path | None:
+    """The preset YAML of ``dataset``; None for datasets without one (folder, synthetic-vessel, ...).
+
+    A dataset that has a preset whose file cannot be found is a UserError, never silent defaults.
+    """
+    name = preset_name(dataset)
+    if name is None:
+        return None
+    path = configs_dir() / name
+    if not path.is_file():
+        raise UserError(f"the preset {name} for dataset '{dataset}' is missing from {path.parent}; "
+                        "reinstall imbaseg or pass --config FILE")
+    return path
+
+
+def shipped_config(name: str) -> Path:
+    """A config shipped with imbaseg by file name (``study-demo.yaml``); UserError listing them otherwise."""
+    folder = configs_dir()
+    path = folder / name
+    if path.is_file():
+        return path
+    choices = sorted(p.name for p in folder.glob("*.yaml"))
+    raise UserError(f"no shipped config '{name}'.{suggestion(name, choices)} Shipped: {', '.join(choices)}.")
+
+
+# the CLI flags of `imbaseg train` and the config keys they set
+FLAG_KEYS = {
+    "dataset": "data.dataset",
+    "root": "data.root",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "optim.lr",
+    "model": "model.name",
+    "encoder": "model.encoder",
+    "device": "train.device",
+    "seed": "seed",
+    "name": "name",
+    "deterministic": "train.deterministic",
+    "compile": "train.compile",
+}
+
+
+def flag_overrides(**flags: Any) -> list[tuple[str, Any]]:
+    """The common flags as dotted config overrides (only those given, i.e. not None)."""
+    unknown = [k for k in flags if k not in FLAG_KEYS]
+    if unknown:
+        raise ValueError(f"unknown flag(s) {unknown}")
+    out = [(FLAG_KEYS[k], v) for k, v in flags.items() if v is not None]
+    if flags.get("encoder") is not None and flags.get("model") is None:
+        out.append(("model.name", "timm-unet"))
+    return out
+
+
+def loss_overrides(loss: str | None = None, loss_params=()) -> list[tuple[str, Any]]:
+    """``--loss`` replaces the loss (name, params and terms); ``--loss-param k=v`` sets one parameter."""
+    out: list[tuple[str, Any]] = []
+    if loss is not None:
+        out += [("loss.name", loss), ("loss.terms", None), ("loss.params", {})]
+    params = {}
+    for item in loss_params:
+        if "=" not in item:
+            raise UserError(f"bad --loss-param '{item}': write it as key=value, e.g. --loss-param sigma=4")
+        key, value = parse_override(item)
+        params[key] = value
+    if params:
+        out.append(("loss.params", params))
+    return out
+
+
+def resolve_config(
+    config: str | Path | None = None,
+    dataset: str | None = None,
+    loss: str | None = None,
+    loss_params: list[str] | tuple[str, ...] = (),
+    sets: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> tuple[Config, Path | None]:
+    """The config of a run, and the preset file used (or None).
+
+    Defaults <- ``base`` (a resumed run's config) or ``config`` file or the dataset's preset
+    <- ``flags`` <- ``loss``/``loss_params`` <- ``sets`` (``key.sub=value`` strings).
+    """
+    overrides = flag_overrides(dataset=dataset, **(flags or {}))
+    overrides += loss_overrides(loss, loss_params)
+    overrides += [parse_override(s) for s in sets]
+    if base is not None:
+        if config is not None:
+            raise UserError(
+                "--resume takes the config from the run folder; drop --config (use --set to change keys)"
+            )
+        return load_config(None, overrides, base=base), None
+    preset = preset_for(dataset) if config is None and dataset is not None else None
+    return load_config(config or preset, overrides), preset

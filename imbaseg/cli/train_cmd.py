@@ -3,101 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from imbaseg.cli.common import console
-from imbaseg.errors import UserError
-
-# The study's settings per dataset; `--dataset X` without `--config` starts from these.
-PRESETS = {
-    "cvc": "cvc.yaml",
-    "drive": "drive.yaml",
-    "isic2018": "isic.yaml",
-    "isic": "isic.yaml",
-    "synthetic-polyp": "synthetic.yaml",
-}
-
-
-def configs_dir() -> Path:
-    """The repository's configs/ folder (next to the imbaseg package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "configs"
-
-
-def preset_for(dataset: str) -> Path | None:
-    name = PRESETS.get(dataset)
-    path = configs_dir() / name if name else None
-    return path if path is not None and path.is_file() else None
-
-
-def parse_loss_params(items: list[str]) -> dict[str, Any]:
-    from imbaseg.config import parse_override
-
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise UserError(f"bad --loss-param '{item}': write it as key=value, e.g. --loss-param sigma=4")
-        key, value = parse_override(item)
-        params[key] = value
-    return params
-
-
-def flag_overrides(**flags: Any) -> list[tuple[str, Any]]:
-    """The common flags as dotted config overrides (only those the user gave)."""
-    keys = {
-        "dataset": "data.dataset",
-        "root": "data.root",
-        "epochs": "train.epochs",
-        "batch_size": "train.batch_size",
-        "lr": "optim.lr",
-        "model": "model.name",
-        "encoder": "model.encoder",
-        "device": "train.device",
-        "seed": "seed",
-        "name": "name",
-        "deterministic": "train.deterministic",
-        "compile": "train.compile",
-    }
-    out = [(keys[k], v) for k, v in flags.items() if v is not None and k in keys]
-    if flags.get("encoder") is not None and flags.get("model") is None:
-        out.append(("model.name", "timm-unet"))
-    return out
-
-
-def resolve_config(
-    config: Path | None,
-    dataset: str | None,
-    loss: str | None,
-    loss_params: list[str],
-    sets: list[str],
-    resume: Path | None,
-    flags: dict[str, Any],
-):
-    """Defaults <- preset or --config <- flags <- --loss <- --set, or the resumed run's config <- flags."""
-    from imbaseg.config import load_config, parse_override
-
-    overrides = flag_overrides(dataset=dataset, **flags)
-    if loss is not None or loss_params:
-        if loss is not None:
-            overrides += [("loss.name", loss), ("loss.terms", None), ("loss.params", {})]
-        params = parse_loss_params(loss_params)
-        if params:
-            overrides.append(("loss.params", params))
-    overrides += [parse_override(s) for s in sets]
-    if resume is not None:
-        from imbaseg.training.run_dir import checkpoint_path, load_checkpoint
-
-        if config is not None:
-            raise UserError(
-                "--resume takes the config from the run folder; drop --config (use --set to change keys)"
-            )
-        ckpt = load_checkpoint(checkpoint_path(resume, "last"))
-        return load_config(None, overrides, base=ckpt["config"]), None
-    preset = None
-    if config is None and dataset is not None:
-        preset = preset_for(dataset)
-    return load_config(config or preset, overrides), preset
 
 
 def list_losses_table() -> None:
@@ -177,9 +86,16 @@ def train(
         deterministic=deterministic,
         compile=compile,
     )
-    cfg, preset = resolve_config(config, dataset, loss, loss_param, set_, resume, flags)
+    from imbaseg.config import resolve_config
+
+    base = None
+    if resume is not None:
+        from imbaseg.training.run_dir import RunDir
+
+        base = RunDir(resume).config().to_dict()
+    cfg, preset = resolve_config(config, dataset, loss, loss_param, set_, flags, base=base)
     if preset is not None:
-        console.print(f"[dim]settings from {preset.relative_to(preset.parents[1])}[/]")
+        console.print(f"[dim]settings from the preset {preset.name} ({preset})[/]")
     from imbaseg.training.trainer import train as run_training
 
     result = run_training(cfg, resume=resume, console=console, progress=progress)

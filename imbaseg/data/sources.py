@@ -16,6 +16,7 @@ from pathlib import Path
 
 from imbaseg.data.io import is_image_file
 from imbaseg.errors import UserError, lookup
+from imbaseg.paths import DATASET_ALIASES
 
 MAX_DEPTH = 3  # how deep a layout may sit under the given folder (archives add a level or two)
 ISIC_OFFICIAL_URL = "https://isic-challenge-data.s3.amazonaws.com/2018/"
@@ -407,7 +408,7 @@ DATASETS: dict[str, DatasetSource] = {
     ),
 }
 
-ALIASES = {"isic": "isic2018", "isic-2018": "isic2018", "cvc-clinicdb": "cvc", "clinicdb": "cvc"}
+ALIASES = DATASET_ALIASES  # the one alias table lives in imbaseg.paths (config's presets use it too)
 
 
 def dataset_names() -> list[str]:

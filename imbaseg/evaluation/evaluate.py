@@ -490,7 +490,8 @@ def evaluate_run(
     ``best_threshold``). amp: bf16/fp16 autocast on CUDA (off by default: fp32 probabilities are
     reproducible, AMP is opt-in). See the module doc for the outputs."""
     from imbaseg.evaluation.inference import Predictor, plan_for
-    from imbaseg.training.run_dir import load_run, resolve_device
+    from imbaseg.training.device import resolve_device
+    from imbaseg.training.run_dir import load_run
 
     opts = _Options(
         split,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from imbaseg.data.dataset import STD_FLOOR, resize_image
 from imbaseg.errors import UserError
+from imbaseg.training.device import amp_dtype
 
 DEFAULT_OVERLAP = 0.5  # fraction of a window shared with its neighbour (MONAI/nnU-Net use 0.25-0.5)
 SIGMA_SCALE = 0.125  # Gaussian sigma as a fraction of the window side (nnU-Net's 1/8)
@@ -80,18 +81,11 @@ def plan_for(
     return InferencePlan(None, window, overlap, batch_size, normalize="window" if patch else "image")
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; None (no autocast) off CUDA."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def prob_fn(model: torch.nn.Module, tta: bool = False, amp: bool = False) -> ProbFn:
     """(N, C, h, w) -> (N, 1, h, w) float32 probabilities; with ``tta`` the mean over the 4 flips."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    dtype = autocast_dtype(device) if amp else None
+    dtype = amp_dtype(device, amp)
 
     def once(x: torch.Tensor) -> torch.Tensor:
         if dtype is None:
@@ -216,7 +210,7 @@ class Predictor:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         self.plan, self.tta = plan, tta
-        self.amp = bool(amp and autocast_dtype(self.device) is not None)
+        self.amp = bool(amp and amp_dtype(self.device) is not None)
         fn = prob_fn(self.model, tta, self.amp)
         self.fn = (lambda b: fn(zscore_batch(b))) if plan.normalize == "window" else fn
         self._model_plan = replace(plan, resize_to=None)

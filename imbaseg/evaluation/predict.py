@@ -140,7 +140,8 @@ def predict(
     from imbaseg.data.dataset import to_channels
     from imbaseg.evaluation.inference import Predictor, plan_for
     from imbaseg.paths import atomic_write_bytes
-    from imbaseg.training.run_dir import load_run, resolve_device
+    from imbaseg.training.device import resolve_device
+    from imbaseg.training.run_dir import load_run
 
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)

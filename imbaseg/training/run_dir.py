@@ -1,4 +1,14 @@
-"""Run folders: checkpoint paths, atomic checkpoint I/O, and rebuilding a trained model from a run.
+"""The run folder: the one module that knows its layout, and loading a trained run.
+
+::
+
+    runs/<dataset>/<loss slug>/<name>/
+        config.yaml  env.json  history.csv  history.png  train.log  .lock
+        checkpoints/{best,last}.pt
+        eval/<split>/{per_image.csv, summary.json, summary.md, predictions/, probabilities/}
+
+``RunDir(path)`` names every file; everything else asks it. A run's config is ``RunDir.config()``
+(``config.yaml``; the copy inside the checkpoint is the fallback when the YAML is gone).
 
 A checkpoint is a dict with ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler``,
 ``epoch`` (completed epochs), ``best_value``, ``best_epoch``, ``bad_epochs``, ``history``
@@ -8,6 +18,7 @@ A checkpoint is a dict with ``model`` (state dict), ``optimizer``, ``scheduler``
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,53 +26,145 @@ from typing import Any
 
 import torch
 
-from imbaseg.config import Config, from_dict
+from imbaseg.config import Config, from_dict, load_config
 from imbaseg.errors import UserError
+from imbaseg.paths import atomic_write_bytes
 
 CHECKPOINTS = ("best", "last")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit device is a UserError."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but CUDA is not available here: use --device cpu or auto")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device '{name}' requested but MPS is not available here: use --device cpu or auto")
-    return dev
+class RunDir:
+    """The layout of one run folder (no I/O in the constructor)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir('{self.path}')"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -- files at the top
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def env_file(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def history_csv(self) -> Path:
+        return self.path / "history.csv"
+
+    @property
+    def history_png(self) -> Path:
+        return self.path / "history.png"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    # -- checkpoints
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def checkpoint_file(self, which: str = "best") -> Path:
+        """``checkpoints/<which>.pt`` (not checked; see ``checkpoint``)."""
+        if which not in CHECKPOINTS:
+            raise UserError(f"unknown checkpoint '{which}': choose best or last")
+        return self.checkpoints_dir / f"{which}.pt"
+
+    def has_checkpoint(self, which: str | None = None) -> bool:
+        return any(self.checkpoint_file(c).is_file() for c in ([which] if which else CHECKPOINTS))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """``checkpoints/<which>.pt``, or a UserError saying what is missing and what to use."""
+        path = self.checkpoint_file(which)
+        if not self.path.is_dir():
+            raise UserError(f"run folder not found: {self.path}")
+        if not path.is_file():
+            other = [c for c in CHECKPOINTS if self.checkpoint_file(c).is_file()]
+            hint = f" Use --checkpoint {other[0]}." if other else " Train it first with imbaseg train."
+            raise UserError(f"{self.path} has no checkpoints/{which}.pt (not a finished run?).{hint}")
+        return path
+
+    # -- evaluations
+    def eval_dir(self, split: str) -> Path:
+        return self.path / "eval" / split
+
+    def per_image_csv(self, split: str) -> Path:
+        return self.eval_dir(split) / "per_image.csv"
+
+    def summary_json(self, split: str) -> Path:
+        return self.eval_dir(split) / "summary.json"
+
+    def summary_md(self, split: str) -> Path:
+        return self.eval_dir(split) / "summary.md"
+
+    def predictions_dir(self, split: str) -> Path:
+        return self.eval_dir(split) / "predictions"
+
+    def probabilities_dir(self, split: str) -> Path:
+        return self.eval_dir(split) / "probabilities"
+
+    def evaluated(self, split: str) -> bool:
+        """True when ``eval/<split>/per_image.csv`` exists (an evaluation is swapped in whole)."""
+        return self.per_image_csv(split).is_file()
+
+    # -- where the project is
+    def project_root(self) -> Path | None:
+        """The project root this run sits in (``<root>/runs/<dataset>/<loss>/<name>``), or None."""
+        parents = self.path.resolve().parents
+        if len(parents) >= 4 and parents[2].name == "runs":
+            return parents[3]
+        return None
+
+    # -- the config
+    def check(self) -> RunDir:
+        """UserError unless this looks like a run folder (config.yaml or a checkpoint in it)."""
+        if not self.path.is_dir():
+            raise UserError(f"run folder not found: {self.path}")
+        if not self.config_file.is_file() and not self.has_checkpoint():
+            raise UserError(
+                f"{self.path} is not a run folder (no config.yaml, no checkpoints/): "
+                "pass runs/<dataset>/<loss>/<name>"
+            )
+        return self
+
+    def config(self) -> Config:
+        """The run's resolved config: config.yaml, else the copy inside last.pt / best.pt."""
+        self.check()
+        if self.config_file.is_file():
+            return load_config(self.config_file)
+        for which in ("last", "best"):
+            if self.checkpoint_file(which).is_file():
+                return from_dict(load_checkpoint(self.checkpoint_file(which))["config"])
+        raise UserError(f"{self.path} has no config.yaml")  # unreachable after check()
+
+    def lock(self, what: str | None = None):
+        """Take the run folder's lock (``.lock``); ``imbaseg.locks.LockHeld`` names a live holder."""
+        from imbaseg.locks import acquire
+
+        return acquire(self.lock_file, what or f"run folder {self.path}")
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "best") -> Path:
     """``RUN_DIR/checkpoints/<which>.pt``, or a UserError saying what is missing."""
-    run_dir = Path(run_dir)
-    if which not in CHECKPOINTS:
-        raise UserError(f"unknown checkpoint '{which}': choose best or last")
-    if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {run_dir}")
-    path = run_dir / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        other = [c for c in CHECKPOINTS if (run_dir / "checkpoints" / f"{c}.pt").is_file()]
-        hint = f" Use --checkpoint {other[0]}." if other else " Train it first with imbaseg train."
-        raise UserError(f"{run_dir} has no checkpoints/{which}.pt (not a finished run?).{hint}")
-    return path
+    return RunDir(run_dir).checkpoint(which)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """torch.save through a temp file and os.replace, so a crash never leaves a torn checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Serialise in memory, then write atomically: a crash or a full disk never leaves a torn checkpoint."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -107,15 +210,23 @@ class LoadedRun:
     checkpoint: dict[str, Any]
     checkpoint_file: Path
 
+    @property
+    def folder(self) -> RunDir:
+        return RunDir(self.run_dir)
+
 
 def load_run(
     run_dir: str | os.PathLike, which: str = "best", device: str | torch.device = "cpu"
 ) -> LoadedRun:
-    """Rebuild the trained model of a run folder, in eval mode on ``device``."""
-    path = checkpoint_path(run_dir, which)
+    """Rebuild the trained model of a run folder, in eval mode on ``device``.
+
+    The model is built from the checkpoint's own config (the one its weights were trained with).
+    """
+    path = RunDir(run_dir).checkpoint(which)
     ckpt = load_checkpoint(path)
     cfg = from_dict(ckpt["config"])
     model = build_model(cfg)
     load_model_state(model, ckpt["model"], str(path))
     model.to(device).eval()
     return LoadedRun(Path(run_dir), cfg, model, ckpt, path)
+

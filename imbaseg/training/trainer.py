@@ -27,14 +27,15 @@ import torch.nn as nn
 
 from imbaseg.config import Config, save_config
 from imbaseg.errors import UserError
+from imbaseg.optim import build_optimizer, build_scheduler
 from imbaseg.paths import new_run_dir
 from imbaseg.training import distributed as D
+from imbaseg.training.device import amp_dtype, resolve_device
 from imbaseg.training.history import write_history
 from imbaseg.training.run_dir import (
     build_model,
     load_checkpoint,
     load_model_state,
-    resolve_device,
     save_checkpoint,
 )
 
@@ -91,13 +92,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; None (full precision) on CPU/MPS or when disabled."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def build_loss(cfg: Config) -> nn.Module:
     from imbaseg.losses import get_loss
 
@@ -114,31 +108,6 @@ def _enable_sync_stats(loss: nn.Module) -> None:
     for module in loss.modules():
         if hasattr(module, "sync_stats"):
             module.sync_stats = True
-
-
-def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def build_scheduler(cfg: Config, optimizer):
-    s, epochs = cfg.sched, cfg.train.epochs
-    if s.name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=cfg.monitor_mode, factor=s.factor, patience=s.patience, min_lr=s.min_lr
-        )
-    if s.name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=s.min_lr)
-    if s.name == "poly":
-        lr0 = cfg.optim.lr
-
-        def factor(e: int) -> float:
-            return max(s.min_lr / lr0, (1 - min(e, epochs) / epochs) ** s.power)
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return None
 
 
 def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, rank: int = 0):

@@ -134,7 +134,7 @@ def test_early_stopping(tiny_root):
     ],
 )
 def test_schedules(sched, expected):
-    from imbaseg.training.trainer import build_optimizer, build_scheduler
+    from imbaseg.optim import build_optimizer, build_scheduler
 
     cfg = from_dict({"sched": {"name": sched}, "train": {"epochs": 4}})
     model = torch.nn.Linear(2, 1)
@@ -150,7 +150,7 @@ def test_schedules(sched, expected):
 
 
 def test_plateau_schedule_reduces_the_lr_after_patience():
-    from imbaseg.training.trainer import build_optimizer, build_scheduler
+    from imbaseg.optim import build_optimizer, build_scheduler
 
     cfg = from_dict({"sched": {"name": "plateau", "patience": 2, "factor": 0.1}})
     opt = build_optimizer(cfg, torch.nn.Linear(2, 1).parameters())
