@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 IMB   := $(PY) -m imbaseg
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench figures
+.PHONY: install demo test lint bench figures slurm-start slurm-stop
 
 install: $(STAMP)
 
@@ -32,3 +32,10 @@ bench: $(STAMP)
 
 figures: $(STAMP)
 	$(PY) -m imbaseg.viz.make_figures
+
+# A single-node Slurm on this machine for the tests of `imbaseg study --executor slurm` (root, Debian).
+slurm-start:
+	bash scripts/slurm/start.sh
+
+slurm-stop:
+	bash scripts/slurm/stop.sh
