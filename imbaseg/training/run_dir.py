@@ -3,7 +3,7 @@
 ::
 
     runs/<dataset>/<loss slug>/<name>/
-        config.yaml  env.json  history.csv  history.png  train.log  .lock
+        config.yaml  env.json  history.csv  history.png  train.log  status.json  .lock
         checkpoints/{best,last}.pt
         eval/<split>/{per_image.csv, summary.json, summary.md, predictions/, probabilities/}
 
@@ -69,6 +69,31 @@ class RunDir:
     @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    def read_status(self) -> dict[str, Any]:
+        """``status.json`` as a dict ({} when absent or unreadable): what the trainer last reported,
+        e.g. ``{"state": "running"|"interrupted"|"finished"|"failed", "epoch": 3, "epochs": 8,
+        "stopped": "completed"|"early_stopping"|..., "error": "...", "seconds": 12.5}``."""
+        import json
+
+        try:
+            data = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into ``status.json`` (written atomically) and return the new content."""
+        import json
+        import time
+
+        data = {**self.read_status(), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_bytes(self.status_file, (json.dumps(data, indent=2, default=str) + "\n").encode())
+        return data
 
     # -- checkpoints
     @property
