@@ -324,10 +324,15 @@ def load_config(
     return from_dict(data)
 
 
+def dump_config(cfg: Config) -> str:
+    """The config as YAML, sections in their declared order (the text of a run's config.yaml)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     from imbaseg.paths import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, dump_config(cfg))
 
 
 # ----------------------------------------------------------------------------- presets and resolution

@@ -6,6 +6,9 @@ it is for. A second process finds it and stops with one line naming the holder. 
 *stale* when its holder is known to be gone: same host and the pid no longer runs, or a Slurm
 job id that ``squeue`` no longer lists. A stale lock is taken over (renamed away atomically, so
 two processes cannot both take it over) and ``Lock.took_over`` says from whom.
+
+``waiting_lock`` is the other kind: an advisory ``flock`` that a second process waits on instead of
+stopping (one process builds a cache or a synthetic dataset, the others then use it).
 """
 
 from __future__ import annotations
@@ -189,3 +192,32 @@ def _young(path: Path, seconds: float = 5.0) -> bool:
         return time.time() - path.stat().st_mtime < seconds
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike):
+    """Hold an exclusive advisory lock on ``path`` (``fcntl.flock``), waiting while another process has it.
+
+    For work that several processes may start at once and only one should do (the loader cache, a
+    synthetic dataset's first prepare): the others wait, then find the work done. The kernel drops the
+    lock when its holder dies, so nothing stale is left behind. A no-op where fcntl does not exist.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent builders do the work twice, each writing atomically
+        yield
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        from imbaseg.paths import write_error
+
+        raise write_error(path, exc) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

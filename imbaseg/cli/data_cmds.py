@@ -1,7 +1,8 @@
 """``imbaseg download`` and ``imbaseg prepare``: thin Typer commands over imbaseg.data.
 
 Registered by cli/main.py (``app.command("download")(download)``). Imports of the data modules happen
-inside the functions, and nothing here imports torch, so ``imbaseg --help`` stays fast.
+inside the functions, and nothing here imports torch, so ``imbaseg --help`` stays fast. The bars and
+tables are drawn by ``imbaseg.cli.render``.
 """
 
 from pathlib import Path
@@ -10,41 +11,6 @@ from typing import List, Tuple  # noqa: UP035 - Typer reads these annotations at
 import typer
 
 ROOT_HELP = "Project root holding data/ (default: $IMBASEG_HOME, else the current directory)."
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-def _byte_progress(console):
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-    tasks = {}
-
-    def update(label: str, done: int, total):
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done, total=total)
-
-    return progress, update
 
 
 def download(
@@ -64,11 +30,10 @@ def download(
     ),
 ) -> None:
     """Fetch ISIC 2018 (resumable), or import CVC-ClinicDB / DRIVE from an archive or folder (--from)."""
+    from imbaseg.cli import render
     from imbaseg.data.download import download as run_download
 
-    console = _console()
-    progress, update = _byte_progress(console)
-    with progress:
+    with render.byte_progress() as update:
         lines = run_download(
             dataset,
             root=root,
@@ -78,8 +43,7 @@ def download(
             keep_archives=keep_archives,
             progress=update,
         )
-    for line in lines:
-        console.print(line)
+    render.lines(lines)
 
 
 def prepare(
@@ -91,7 +55,7 @@ def prepare(
     images: Path | None = typer.Option(None, "--images", help="folder: the images directory."),  # noqa: UP007
     masks: Path | None = typer.Option(None, "--masks", help="folder: the masks directory."),  # noqa: UP007
     size: Tuple[int, int] | None = typer.Option(  # noqa: UP006, UP007
-        None, "--size", help="Resize everything to H W (masks nearest, images area/linear)."
+        None, "--size", help="Resize everything to H W (images antialiased bilinear, masks nearest)."
     ),
     max_side: int | None = typer.Option(  # noqa: UP007
         None, "--max-side", help="Shrink images whose longest side exceeds this (default 1024; 0 = never)."
@@ -111,6 +75,7 @@ def prepare(
     workers: int | None = typer.Option(None, "--workers", help="Threads reading images (default up to 4)."),  # noqa: UP007
 ) -> None:
     """Check, split and convert a dataset into data/prepared/<dataset>/ (PNG + manifest.csv)."""
+    from imbaseg.cli import render
     from imbaseg.data.prepare import imbalance_table
     from imbaseg.data.prepare import prepare as run_prepare
 
@@ -124,65 +89,16 @@ def prepare(
         "split_by_sequence": True if split_by_sequence else None,
     }
     options = {k: v for k, v in options.items() if v is not None}
-    console = _console()
-    result = _run_with_bar(
-        console,
-        run_prepare,
-        dataset,
-        root=root,
-        source=source,
-        force=force,
-        skip_bad=skip_bad,
-        size=size,
-        seed=seed,
-        **options,
-    )
-    _print_result(console, result, imbalance_table(result.path))
-
-
-def _run_with_bar(console, fn, *args, **kwargs):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("preparing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("prepare", total=None)
-        return fn(*args, progress=lambda done, total: bar.update(task, completed=done, total=total), **kwargs)
-
-
-def _print_result(console, result, table_rows) -> None:
-    from rich.table import Table
-
-    counts = " / ".join(f"{result.counts.get(s, 0)} {s}" for s in ("train", "val", "test"))
-    if result.up_to_date:
-        console.print(f"{result.path} is up to date ({counts}); nothing to do (--force rebuilds it).")
-    else:
-        console.print(f"[green]Prepared[/green] {result.path} ({counts}).")
-    for note in result.notes:
-        if note != "already up to date":
-            console.print(f"[yellow]note:[/yellow] {note}")
-    if result.skipped:
-        console.print(f"[yellow]Skipped {len(result.skipped)} bad file(s):[/yellow]")
-        for f, reason in result.skipped:
-            console.print(f"  {f}: {reason}")
-    if result.empty:
-        shown = ", ".join(result.empty[:10]) + (" ..." if len(result.empty) > 10 else "")
-        console.print(f"[yellow]{len(result.empty)} empty mask(s) (kept):[/yellow] {shown}")
-    table = Table(title="Class imbalance (foreground % of the image)")
-    for col in ("split", "images", "mean %", "min %", "max %", "empty"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for r in table_rows:
-        table.add_row(
-            r["split"],
-            str(r["images"]),
-            f"{r['fg_mean']:.2f}",
-            f"{r['fg_min']:.2f}",
-            f"{r['fg_max']:.2f}",
-            str(r["empty"]),
+    with render.progress_bar("preparing") as advance:
+        result = run_prepare(
+            dataset,
+            root=root,
+            source=source,
+            force=force,
+            skip_bad=skip_bad,
+            size=size,
+            seed=seed,
+            progress=lambda done, total: advance(done, total),
+            **options,
         )
-    console.print(table)
+    render.prepare_result(result, imbalance_table(result.path))

@@ -1,27 +1,14 @@
-"""``imbaseg train``: flags and YAML -> a typed Config -> ``imbaseg.training.trainer.train``."""
+"""``imbaseg train``: flags and YAML -> a typed Config (``imbaseg.config.resolve_config``) ->
+``imbaseg.training.trainer.train``, drawn on the terminal by ``imbaseg.cli.render.TrainingDisplay``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
-from imbaseg.cli.common import console
-
-
-def list_losses_table() -> None:
-    from rich.table import Table
-
-    from imbaseg.losses import list_losses
-
-    table = Table(title="imbaseg losses", show_lines=False)
-    for col in ("name", "parameters (defaults)", "formula", "reference"):
-        table.add_column(col, overflow="fold")
-    for row in list_losses():
-        params = ", ".join(f"{k}={v}" for k, v in row.get("params", {}).items()) or "-"
-        table.add_row(row["name"], params, row.get("formula", ""), row.get("reference", ""))
-    console.print(table)
-    console.print('Compound losses: --loss "dice+bce" or --loss "boundary-gaussian(sigma=4)+0.5*dou"')
+from imbaseg.cli import render
 
 
 def train(
@@ -68,10 +55,15 @@ def train(
         None, "--progress/--no-progress", help="Live progress bars (default: on a terminal)."
     ),
     list_losses: bool = typer.Option(False, "--list-losses", help="Print the loss table and exit."),
+    print_config: bool = typer.Option(
+        False, "--print-config", help="Print the resolved config (YAML) and exit without training."
+    ),
 ) -> None:
     """Train a U-Net with a loss from the registry; writes runs/<dataset>/<loss>/<name>/."""
     if list_losses:
-        list_losses_table()
+        from imbaseg.losses import list_losses as loss_rows
+
+        render.loss_table(loss_rows())
         return
     flags = dict(
         epochs=epochs,
@@ -94,15 +86,20 @@ def train(
 
         base = RunDir(resume).config().to_dict()
     cfg, preset = resolve_config(config, dataset, loss, loss_param, set_, flags, base=base)
-    if preset is not None:
-        console.print(f"[dim]settings from the preset {preset.name} ({preset})[/]")
+    if print_config:
+        from imbaseg.config import dump_config
+
+        header = f"# settings from the preset {preset}\n" if preset is not None else ""
+        typer.echo(header + dump_config(cfg), nl=False)
+        return
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if preset is not None and main_rank:
+        render.console.print(f"[dim]settings from the preset {preset.name} ({preset})[/]", soft_wrap=True)
     from imbaseg.training.trainer import train as run_training
 
-    result = run_training(cfg, resume=resume, console=console, progress=progress)
-    console.print(
-        f"[bold]run folder:[/] {result.run_dir}  ({result.stopped}; best {cfg.train.monitor}="
-        f"{result.best_value if result.best_value is None else round(result.best_value, 4)} "
-        f"at epoch {result.best_epoch})"
-    )
+    with render.TrainingDisplay(progress) as display:
+        result = run_training(cfg, resume=resume, callbacks=display)
+    if main_rank:
+        render.training_result(result, cfg.train.monitor)
     if result.stopped == "interrupted":
         raise typer.Exit(130)

@@ -18,39 +18,25 @@ Item pipeline: cached uint8 -> optional random patch -> joint augmentation -> pe
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from imbaseg.data.manifest import MANIFEST, read_manifest
+from imbaseg.data.resize import resize_image_antialiased, resize_mask_nearest
+from imbaseg.data.splits import SPLITS
 from imbaseg.errors import UserError
-from imbaseg.paths import safe_name
+from imbaseg.locks import waiting_lock
+from imbaseg.paths import atomic_path, safe_name
 
-CACHE_VERSION = 1  # bump when the cache layout or the decoding changes
+# bump when the cache layout or the decoding changes (2: the resize moved to imbaseg.data.resize, whose
+# float32 antialiased bilinear differs by at most 1 grey level from torchvision's uint8 path used before)
+CACHE_VERSION = 2
 STD_FLOOR = 1e-6  # z-score: a constant image becomes zeros instead of NaN
 FG_PATCH_P = 0.5  # default probability that a random patch is centred on a foreground pixel
-MANIFEST_COLUMNS = ("id", "split", "height", "width", "fg_fraction", "source")
-
-
-def read_manifest(prepared_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of ``manifest.csv`` as dicts; UserError when it is missing or lacks a column."""
-    path = Path(prepared_dir) / "manifest.csv"
-    if not path.is_file():
-        raise UserError(
-            f"no prepared dataset at '{prepared_dir}' (missing {path.name}); "
-            "run `imbaseg prepare <dataset>` first."
-        )
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("id", "split") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"'{path}' lacks column(s) {', '.join(missing)}; "
-                            "rerun `imbaseg prepare --force`.")
-        return list(reader)
 
 
 def zscore(image: torch.Tensor) -> torch.Tensor:
@@ -75,27 +61,6 @@ def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
     return np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None]
 
 
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (H, W, C) -> (size[0], size[1], C): bilinear with antialias (area-like when shrinking)."""
-    if tuple(image.shape[:2]) == tuple(size):
-        return image
-    from torchvision.transforms.v2 import functional as F
-
-    t = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
-    out = F.resize(t, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=True)
-    return out.permute(1, 2, 0).contiguous().numpy()
-
-
-def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 (H, W) -> (size[0], size[1]) by nearest neighbour (pixel centres), values kept."""
-    if tuple(mask.shape) == tuple(size):
-        return mask
-    from torchvision.transforms.v2 import functional as F
-
-    t = torch.from_numpy(np.require(mask, requirements=["C", "W"]))[None]
-    return F.resize(t, list(size), interpolation=F.InterpolationMode.NEAREST_EXACT)[0].numpy()
-
-
 def decode_item(prepared_dir: Path, item_id: str, in_channels: int, with_fov: bool, size=None) -> np.ndarray:
     """Decode one prepared pair: uint8 (H, W, C + 1 [+ 1]) = image channels, mask 0/1, FOV 0/1."""
     from imbaseg.data import io
@@ -111,8 +76,8 @@ def decode_item(prepared_dir: Path, item_id: str, in_channels: int, with_fov: bo
                 f"but its image is {image.shape[1]}x{image.shape[0]}; rerun `imbaseg prepare --force`."
             )
     if size is not None:
-        image = resize_image(image, size)
-        planes = [resize_mask(p, size) for p in planes]
+        image = resize_image_antialiased(image, size)
+        planes = [resize_mask_nearest(p, size) for p in planes]
     planes = [(p > 127).astype(np.uint8)[..., None] for p in planes]
     return np.concatenate([image, *planes], axis=-1)
 
@@ -130,7 +95,7 @@ def cache_fingerprint(prepared_dir: Path, ids: Sequence[str], split: str, size, 
     """sha256 (16 hex) of the manifest, every file's size and mtime, the size and the channel layout."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{split}|{size}|{in_channels}|{with_fov}\n".encode())
-    h.update((prepared_dir / "manifest.csv").read_bytes())
+    h.update((prepared_dir / MANIFEST).read_bytes())
     folders = ("images", "masks", "fov") if with_fov else ("images", "masks")
     for item_id in ids:
         for folder in folders:
@@ -138,34 +103,10 @@ def cache_fingerprint(prepared_dir: Path, ids: Sequence[str], split: str, size, 
     return h.hexdigest()[:16]
 
 
-class _FileLock:
-    """Exclusive advisory lock on ``path`` (fcntl); a no-op where fcntl does not exist."""
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, None
-
-    def __enter__(self):
-        try:
-            import fcntl
-        except ImportError:  # Windows: concurrent builders just write the same file twice
-            return self
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-
-
 def build_cache(path: Path, prepared_dir: Path, ids: Sequence[str], shape: tuple[int, ...], in_channels: int,
                 with_fov: bool, size) -> None:
-    """Decode every item of ``ids`` into a uint8 .npy of ``shape`` at ``path``: temp file, then os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Decode every item of ``ids`` into a uint8 .npy of ``shape`` at ``path``, written atomically."""
+    with atomic_path(path, need=int(np.prod(shape))) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         for i, item_id in enumerate(ids):
             item = decode_item(prepared_dir, item_id, in_channels, with_fov, size)
@@ -177,12 +118,6 @@ def build_cache(path: Path, prepared_dir: Path, ids: Sequence[str], shape: tuple
             arr[i] = item
         arr.flush()
         del arr
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _remove_stale(path: Path) -> None:
@@ -276,19 +211,20 @@ class SegDataset(torch.utils.data.Dataset):
         self._arr = None
 
     # --- construction -------------------------------------------------------------------------
-    def _split_rows(self, split: str) -> list[dict[str, str]]:
-        rows = read_manifest(self.prepared_dir)
-        splits = sorted({r["split"] for r in rows})
-        chosen = [r for r in rows if r["split"] == split]
-        if not chosen:
+    def _split_rows(self, split: str) -> list[dict]:
+        """The manifest rows of ``split`` (``read_manifest``'s checked, typed values), in file order."""
+        df = read_manifest(self.prepared_dir)
+        chosen = df[df["split"] == split]
+        if not len(chosen):
             from imbaseg.errors import suggestion
 
+            splits = [s for s in SPLITS if s in set(df["split"])]
             raise UserError(
-                f"split '{split}' is not in '{self.prepared_dir / 'manifest.csv'}'."
+                f"split '{split}' is not in '{self.prepared_dir / MANIFEST}'."
                 f"{suggestion(split, splits)} "
                 f"Available splits: {', '.join(splits) or 'none (empty manifest)'}."
             )
-        return chosen
+        return chosen.to_dict("records")
 
     def _find_fov(self) -> bool:
         folder = self.prepared_dir / "fov"
@@ -311,16 +247,8 @@ class SegDataset(torch.utils.data.Dataset):
         """(H, W, planes) shared by every item, or None when native sizes differ."""
         if self.size is not None:
             return (*self.size, self.channels)
-        sizes = {self._native_size(r) for r in rows}
+        sizes = {(int(r["height"]), int(r["width"])) for r in rows}
         return (*sizes.pop(), self.channels) if len(sizes) == 1 else None
-
-    def _native_size(self, row) -> tuple[int, int]:
-        try:
-            return int(row["height"]), int(row["width"])
-        except (KeyError, TypeError, ValueError):
-            from imbaseg.data import io
-
-            return io.image_size(self.prepared_dir / "images" / f"{row['id']}.png")
 
     def _check_patch(self) -> None:
         if self.patch_size is None or self._shape is None:
@@ -343,7 +271,7 @@ class SegDataset(torch.utils.data.Dataset):
             return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with _FileLock(folder / f".{safe_name(self.split)}.lock"):
+            with waiting_lock(folder / f".{safe_name(self.split)}.lock"):
                 if not path.is_file():  # another process may have built it while we waited
                     build_cache(path, self.prepared_dir, self.ids, (len(self.ids), h, w, k), self.in_channels,
                                 self.has_fov, self.size)

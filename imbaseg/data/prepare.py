@@ -23,9 +23,11 @@ from imbaseg.data import prepared as store
 from imbaseg.data import splits as sp
 from imbaseg.data import synthetic
 from imbaseg.data.io import UnreadableImage, binarize, header_size, mask_problem, read_image, read_mask
-from imbaseg.data.sources import ALIASES, DATASETS, DatasetSource, Layout, Pair, get_source
+from imbaseg.data.resize import resize_image_antialiased, resize_mask_nearest
+from imbaseg.data.sources import DATASETS, DatasetSource, Layout, Pair, get_source
 from imbaseg.errors import UserError, check_params
-from imbaseg.paths import atomic_write_text, prepared_dir, raw_dir, safe_name
+from imbaseg.locks import waiting_lock
+from imbaseg.paths import atomic_write_text, dataset_key, prepared_dir, raw_dir, safe_name
 
 COMMON_OPTIONS = ("max_side", "workers", "out_name", "progress")
 SHOWN_PROBLEMS = 5  # problems quoted in the error line; the full list goes to <name>.problems.txt
@@ -61,23 +63,6 @@ def target_shape(hw: tuple[int, int], size=None, max_side: int | None = None) ->
         s = max_side / max(h, w)
         return max(1, round(h * s)), max(1, round(w * s))
     return h, w
-
-
-def resize_image(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Area averaging (Pillow BOX) when shrinking both sides, bilinear otherwise."""
-    if img.shape[:2] == tuple(shape):
-        return img
-    shrink = shape[0] <= img.shape[0] and shape[1] <= img.shape[1]
-    out = Image.fromarray(img).resize((shape[1], shape[0]), Image.BOX if shrink else Image.BILINEAR)
-    return np.asarray(out)
-
-
-def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest neighbour, so the mask stays binary. bool (H, W) -> bool ``shape``."""
-    if mask.shape == tuple(shape):
-        return mask
-    im = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.NEAREST)
-    return np.asarray(im) > 127
 
 
 def thumbnail(img: np.ndarray) -> np.ndarray:
@@ -129,8 +114,8 @@ def _read_pair(pair: Pair, shape_of: Callable) -> tuple:
             )
         fov = binarize(fov_raw)
     out = shape_of(hw)
-    img, mask = resize_image(img, out), resize_mask(binarize(raw), out)
-    return img, mask, (resize_mask(fov, out) if fov is not None else None)
+    img, mask = resize_image_antialiased(img, out), resize_mask_nearest(binarize(raw), out)
+    return img, mask, (resize_mask_nearest(fov, out) if fov is not None else None)
 
 
 def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_of: Callable):
@@ -153,7 +138,7 @@ def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_
 
 def assign_splits(rule: str, done: list[_Done], seed: int, options: dict) -> dict[str, str]:
     """id -> split for the pairs that passed, following the dataset's rule (see README "Splits")."""
-    ids = sorted((d.row["id"] for d in done), key=_natural)
+    ids = sorted((d.row["id"] for d in done), key=sp.natural_key)
     if not ids:
         return {}
     if rule == "cvc":
@@ -196,23 +181,13 @@ def _official_split(ids, official, seed) -> dict[str, str]:
     out = {i: official[i] or "train" for i in ids}
     present = set(out.values())
     train = [i for i in ids if out[i] == "train"]
-    missing = [s for s in ("val", "test") if s not in present]
+    missing = [s for s in sp.SPLITS[1:] if s not in present]
     if missing and train:
-        parts = {
-            "train": sp.DEFAULT_FRACTIONS[0],
-            "val": sp.DEFAULT_FRACTIONS[1],
-            "test": sp.DEFAULT_FRACTIONS[2],
-        }
+        parts = dict(zip(sp.SPLITS, sp.DEFAULT_FRACTIONS, strict=True))
         names = ("train", *missing)
         counts = sp.split_counts(len(train), [parts[n] for n in names])
         out.update(sp.random_split(train, counts, seed, names=names))
     return out
-
-
-def _natural(text: str):
-    import re
-
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
 # --- the whole dataset ---------------------------------------------------------------------------
@@ -283,6 +258,11 @@ def _up_to_date(target: Path, fp: str, force: bool, options: dict) -> bool:
         return False  # a damaged prepared folder is ours to rebuild
     if info.get("fingerprint") == fp:
         return True
+    if info.get("format_version") != store.FORMAT_VERSION:
+        raise UserError(
+            f"'{target}' was prepared by another imbaseg version (format {info.get('format_version')}, "
+            f"this one writes format {store.FORMAT_VERSION}); add --force to rebuild it."
+        )
     old = info.get("options", {})
     changed = sorted(k for k in set(old) | set(options) if old.get(k) != options.get(k))
     what = f"other options ({', '.join(changed)})" if changed else "other input files"
@@ -464,28 +444,43 @@ def prepare_dataset(
 
 
 def ensure_prepared(name: str, root=None) -> Path:
-    """The prepared folder of ``name``; prepares synthetic-* on first use, else explains what to run."""
-    key = ALIASES.get(str(name).lower(), str(name))
+    """The complete prepared folder of ``name``; UserError saying what to run when there is none.
+
+    Reads only, except for the synthetic sets, which prepare themselves (defaults) on first use.
+    That first use is safe for several processes at once (torchrun ranks, two trainings): one
+    prepares under ``data/prepared/.<name>.prepare.lock`` while the others wait, then use its result.
+    """
+    key = dataset_key(name)
     target = prepared_dir(safe_name(key), root)
     if store.is_complete(target):
         return target
     src = get_source(key)  # unknown and unprepared -> did-you-mean error
     if src.kind == "synthetic":
-        return prepare_dataset(src.name, root)
+        return _prepare_synthetic_once(src.name, target, root)
     why = store.problem(target)
     if target.exists():
         raise UserError(
             f"prepared dataset '{target}' is incomplete ({why}). Run: imbaseg prepare {src.name} --force"
         )
-    steps = {
+    steps = _how_to_prepare(src, root)
+    raise UserError(f"dataset '{src.name}' is not prepared ({target} is missing). Run: {steps}")
+
+
+def _prepare_synthetic_once(name: str, target: Path, root) -> Path:
+    with waiting_lock(target.parent / f".{target.name}.prepare.lock"):
+        if store.is_complete(target):  # another process prepared it while we waited
+            return target
+        return prepare_dataset(name, root)
+
+
+def _how_to_prepare(src: DatasetSource, root) -> str:
+    if src.kind == "registration" and raw_dir(src.name, root).exists():
+        return f"imbaseg prepare {src.name}"
+    return {
         "download": f"imbaseg download {src.name} && imbaseg prepare {src.name}",
         "registration": f"imbaseg download {src.name} --from PATH && imbaseg prepare {src.name}",
         "folder": "imbaseg prepare folder --images DIR --masks DIR",
     }[src.kind]
-    raw = raw_dir(src.name, root)
-    if src.kind == "registration" and raw.exists():
-        steps = f"imbaseg prepare {src.name}"
-    raise UserError(f"dataset '{src.name}' is not prepared ({target} is missing). Run: {steps}")
 
 
 def imbalance_table(prepared: str | os.PathLike) -> list[dict]:

@@ -21,10 +21,11 @@ import numpy as np
 
 from imbaseg.data.io import write_png
 from imbaseg.data.manifest import COLUMNS, MANIFEST, read_manifest, write_manifest
+from imbaseg.data.splits import SPLITS
 from imbaseg.errors import UserError
 from imbaseg.paths import atomic_write_text
 
-FORMAT_VERSION = 1  # bump when the prepared layout changes; old folders then count as outdated
+FORMAT_VERSION = 2  # bump when the prepared layout or pixels change (2: antialiased bilinear resize)
 INFO = "prepare.json"
 
 
@@ -161,11 +162,11 @@ class PreparedWriter:
     def commit(self, rows: list[dict], info: dict) -> Path:
         """Write manifest.csv and prepare.json, then swap the temp folder into place. Returns the target."""
         for r in rows:
-            if r["split"] not in ("train", "val", "test"):
+            if r["split"] not in SPLITS:
                 raise ValueError(f"{r['id']}: split '{r['split']}' is not train/val/test")
-        rows = sorted(rows, key=lambda r: (("train", "val", "test").index(r["split"]), r["id"]))
+        rows = sorted(rows, key=lambda r: (SPLITS.index(r["split"]), r["id"]))
         write_manifest(self.tmp / MANIFEST, rows)
-        counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+        counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
         info = {
             **info,
             "format_version": FORMAT_VERSION,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imbaseg.data.io import is_image_file
+from imbaseg.data.splits import natural_key
 from imbaseg.errors import UserError, lookup
 from imbaseg.paths import DATASET_ALIASES
 
@@ -71,10 +72,6 @@ class DatasetSource:
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _natural_key(text: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
 def _walk_dirs(root: Path, max_depth: int = MAX_DEPTH):
     """Yield ``root`` and its sub-folders up to ``max_depth`` levels, symlinks followed, hidden skipped."""
     frontier = [root]
@@ -103,7 +100,7 @@ def _images_in(d: Path) -> list[Path]:
         files = [Path(e.path) for e in os.scandir(d) if e.is_file() and is_image_file(e.name)]
     except OSError:
         return []
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _by_stem(files: list[Path], where: Path) -> dict[str, Path]:

@@ -6,6 +6,7 @@ and uses ``numpy.random.default_rng(seed)``, so the same ids and seed give the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,14 @@ DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)  # folder datasets and the synthetic ones
 # brightened 15% differs from itself by <= 0.035 and zoomed 5% by ~0.055, while different frames
 # differ by 0.06 to 0.23 (5th percentile 0.08); tests/data/test_splits.py re-measures this.
 SEQUENCE_THRESHOLD = 0.05
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders embedded numbers by value: ``img2`` < ``img10``; letters case-insensitively.
+
+    The one natural order: file listings (sources) and the ids that are split (prepare) both use it.
+    """
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", str(text))]
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, ...]:

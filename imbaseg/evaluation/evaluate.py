@@ -107,10 +107,12 @@ def locate_prepared(cfg, run_dir: str | os.PathLike, data_root=None) -> Path:
 
 def split_data(prepared: Path, split: str, in_channels: int) -> SplitData:
     """ids, FOV flag and pixels of ``split``; UserError listing the available splits if it is absent."""
-    from imbaseg.data.dataset import SegDataset, read_manifest
+    from imbaseg.data.dataset import SegDataset
+    from imbaseg.data.manifest import read_manifest
+    from imbaseg.data.splits import SPLITS
 
-    rows = read_manifest(prepared)
-    available = sorted({r["split"] for r in rows}, key=lambda s: (["train", "val", "test"] + [s]).index(s))
+    rows = read_manifest(prepared).to_dict("records")
+    available = [s for s in SPLITS if s in {r["split"] for r in rows}]
     if split not in available:
         from imbaseg.errors import suggestion
 

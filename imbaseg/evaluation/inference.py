@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imbaseg.data.dataset import STD_FLOOR, resize_image
+from imbaseg.data.dataset import STD_FLOOR
+from imbaseg.data.resize import resize_image_antialiased
 from imbaseg.errors import UserError
 from imbaseg.training.device import amp_dtype
 
@@ -222,7 +223,7 @@ class Predictor:
             raise ValueError(f"expected one (H, W, C) image, got shape {a.shape}")
         native = a.shape[:2]
         if self.plan.resize_to is not None:
-            a = resize_image(a, self.plan.resize_to) if a.dtype == np.uint8 else a
+            a = resize_image_antialiased(a, self.plan.resize_to) if a.dtype == np.uint8 else a
         x = torch.from_numpy(np.require(a, requirements=["C", "W"])).to(self.device, non_blocking=True)
         x = x.permute(2, 0, 1).float()
         if self.plan.resize_to is not None and tuple(x.shape[-2:]) != tuple(self.plan.resize_to):

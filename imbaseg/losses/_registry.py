@@ -15,28 +15,23 @@ from imbaseg.losses.region import DiceLoss, DoULoss, FocalTverskyLoss, IoULoss, 
 from imbaseg.losses.surface import BoundaryLoss, HausdorffDTLoss
 from imbaseg.losses.topology import ClDiceLoss
 
-LOSSES: dict[str, type[nn.Module]] = {
-    # the study's losses
-    "bce": BCELoss,
-    "dynamit-batch": DynamitBatchLoss,
-    "dynamit-image": DynamitImageLoss,
-    "boundary-gaussian": BoundaryGaussianLoss,
-    "dou": DoULoss,
-    "boundary-dou": BoundaryDoULoss,
-    # classic losses
-    "dice": DiceLoss,
-    "iou": IoULoss,
-    "tversky": TverskyLoss,
-    "focal-tversky": FocalTverskyLoss,
-    "focal": FocalLoss,
-    "combo": ComboLoss,
-    "unified-focal": UnifiedFocalLoss,
-    "unified-focal-symmetric": UnifiedFocalSymmetricLoss,
-    "cldice": ClDiceLoss,
-    "boundary": BoundaryLoss,
-    "hausdorff-dt": HausdorffDTLoss,
-    "lovasz": LovaszHingeLoss,
-}
+_STUDY = (BCELoss, DynamitBatchLoss, DynamitImageLoss, BoundaryGaussianLoss, DoULoss, BoundaryDoULoss)
+_CLASSIC = (DiceLoss, IoULoss, TverskyLoss, FocalTverskyLoss, FocalLoss, ComboLoss, UnifiedFocalLoss,
+            UnifiedFocalSymmetricLoss, ClDiceLoss, BoundaryLoss, HausdorffDTLoss, LovaszHingeLoss)
+
+
+def _by_name(classes) -> dict[str, type[nn.Module]]:
+    """``{cls.name: cls}``: each loss's name is written once, on its class; a clash is a bug."""
+    out: dict[str, type[nn.Module]] = {}
+    for cls in classes:
+        if not cls.name or cls.name in out:
+            raise RuntimeError(f"loss class {cls.__name__} has an empty or duplicate name {cls.name!r}")
+        out[cls.name] = cls
+    return out
+
+
+# the study's losses first, then the classic ones (the order of `imbaseg train --list-losses`)
+LOSSES: dict[str, type[nn.Module]] = _by_name(_STUDY + _CLASSIC)
 
 
 def _public(key: str) -> str:

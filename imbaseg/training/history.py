@@ -1,10 +1,16 @@
-"""history.csv and history.png of a run, rewritten (atomically) after every epoch."""
+"""history.csv and history.png of a run, rewritten (atomically) after every epoch, and the epoch line.
+
+No torch here: ``imbaseg.cli.render`` formats the terminal's epoch lines with ``epoch_line`` too.
+"""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imbaseg.training.run_dir import RunDir
 
 from imbaseg.paths import atomic_write_bytes, atomic_write_text
 
@@ -19,7 +25,23 @@ def history_columns(rows: list[dict[str, Any]]) -> list[str]:
     return BASE_COLUMNS + extra
 
 
-def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+def epoch_line(report: dict[str, Any], epochs: int) -> str:
+    """``epoch   3/40  lr 1.00e-01  train_loss 0.4123  val_loss ...  12.3 img/s  4.2s  *best*``.
+
+    ``report``: a history row plus ``images_per_s`` and ``best`` (what ``TrainerCallbacks.on_epoch_end``
+    receives). The line of train.log and of the terminal.
+    """
+    r = report
+    line = (
+        f"epoch {r['epoch']:>3}/{epochs}  lr {r['lr']:.2e}  train_loss {r['train_loss']:.4f}"
+        f"  val_loss {r['val_loss']:.4f}  val_dice {r['val_dice']:.4f}  {r['images_per_s']:.1f} img/s"
+        f"  {r['seconds']:.1f}s"
+    )
+    return line + ("  *best*" if r.get("best") else "")
+
+
+def write_history(folder: RunDir, rows: list[dict[str, Any]]) -> None:
+    """Rewrite the run folder's history.csv and history.png from ``rows`` (one dict per epoch)."""
     cols = history_columns(rows)
     lines = [",".join(cols)]
     for row in rows:
@@ -29,8 +51,8 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
                 for c in cols
             )
         )
-    atomic_write_text(run_dir / "history.csv", "\n".join(lines) + "\n")
-    plot_history(run_dir / "history.png", rows)
+    atomic_write_text(folder.history_csv, "\n".join(lines) + "\n")
+    plot_history(folder.history_png, rows)
 
 
 def plot_history(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -31,8 +31,9 @@ from imbaseg.optim import build_optimizer, build_scheduler
 from imbaseg.paths import new_run_dir
 from imbaseg.training import distributed as D
 from imbaseg.training.device import amp_dtype, resolve_device
-from imbaseg.training.history import write_history
+from imbaseg.training.history import epoch_line, write_history
 from imbaseg.training.run_dir import (
+    RunDir,
     build_model,
     load_checkpoint,
     load_model_state,
@@ -51,6 +52,29 @@ class TrainResult:
     best_value: float | None
     best_epoch: int | None
     stopped: str  # "completed", "early_stopping", "interrupted"
+
+
+@dataclass
+class TrainerCallbacks:
+    """How a run reports its progress; the trainer itself prints nothing. Every hook is optional.
+
+    Only rank 0 calls them. ``imbaseg.cli.render.TrainingDisplay`` is the terminal implementation;
+    any object with these attributes works.
+
+    - ``on_start(run_dir, epochs, done, batches)``: the run folder (Path), the planned epochs, the epochs
+      already done (a resumed run) and the batches per epoch.
+    - ``on_batch(epoch, done, total, loss, images_per_s)``: after each step; ``epoch`` counts from 1,
+      ``loss`` is the running mean (None until the first sync, every ``train.log_interval`` steps).
+    - ``on_epoch_end(report)``: the epoch's history row (the columns of history.csv) plus
+      ``images_per_s`` and ``best`` (True when it wrote a new best.pt); after the checkpoints are written.
+    - ``on_message(text, level)``: a notice, ``level`` "info" or "warning" (compile fallback, early
+      stopping, Ctrl-C).
+    """
+
+    on_start: Callable[[Path, int, int, int], None] | None = None
+    on_batch: Callable[[int, int, int, float | None, float], None] | None = None
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+    on_message: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -110,16 +134,29 @@ def _enable_sync_stats(loss: nn.Module) -> None:
             module.sync_stats = True
 
 
-def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, rank: int = 0):
-    """Train and val loaders. Sampling is the same permutation for any world size: the global batch
-    ``batch_size * world`` holds the same images on 1 or N processes; validation is sharded without padding.
+def prepared_data(cfg: Config) -> Path:
+    """The prepared folder of ``cfg.data.dataset``; UserError saying what to run when it is missing.
+
+    Training only reads ``data/prepared``; the synthetic sets prepare themselves on first use, once,
+    however many processes start at the same time (see ``imbaseg.data.prepare.ensure_prepared``).
+    """
+    from imbaseg.data.prepare import ensure_prepared
+
+    return ensure_prepared(cfg.data.dataset, root=cfg.data.root)
+
+
+def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, rank: int = 0,
+                  root: Path | None = None):
+    """Train and val loaders over the prepared folder ``root`` (default: ``prepared_data(cfg)``).
+
+    Sampling is the same permutation for any world size: the global batch ``batch_size * world`` holds
+    the same images on 1 or N processes; validation is sharded without padding.
     """
     from imbaseg.data.dataset import SegDataset
     from imbaseg.data.loader import build_loader
-    from imbaseg.data.prepare import ensure_prepared
 
     d = cfg.data
-    root = ensure_prepared(d.dataset, root=d.root)
+    root = prepared_data(cfg) if root is None else root
     size = tuple(d.size) if d.size else None
     patch = tuple(d.patch_size) if d.patch_size else None
     train_ds = SegDataset(
@@ -167,28 +204,29 @@ def build_loaders(cfg: Config, distance_keys: tuple[str, ...], world: int = 1, r
 
 
 class Trainer:
-    """Owns the model, optimizer and loaders of one run; ``fit()`` runs the epochs."""
+    """Owns the model, optimizer and loaders of one run; ``fit()`` runs the epochs.
+
+    ``callbacks``: a ``TrainerCallbacks`` (or any object with its hooks) that hears about the run;
+    without one the run is silent apart from its own files (train.log, history.csv, ...).
+    """
 
     def __init__(
         self,
         cfg: Config,
         run_dir: Path | None = None,
         resume: str | Path | None = None,
-        console=None,
-        progress: bool | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        callbacks: TrainerCallbacks | None = None,
     ):
         self.cfg = cfg
-        self.console = console
-        self.on_epoch_end = on_epoch_end
+        self.callbacks = callbacks
         self.device = resolve_device(cfg.train.device)
         self.rank, local_rank, self.world = D.setup(self.device.type)
         if self.device.type == "cuda" and self.world > 1:
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
-        seed_everything(cfg.seed + self.rank, cfg.train.deterministic)
         self.main = self.rank == 0
-        self.progress = progress
+        self.data_dir = prepared_data(cfg)  # before building anything: a missing dataset fails at once
+        seed_everything(cfg.seed + self.rank, cfg.train.deterministic)
         self.state = _State()
         self.stop_requested = False
 
@@ -203,16 +241,32 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer)
         self.amp = amp_dtype(self.device, cfg.train.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
-        self.train_dl, self.val_dl = build_loaders(cfg, self.distance_keys, self.world, self.rank)
+        loaders = build_loaders(cfg, self.distance_keys, self.world, self.rank, self.data_dir)
+        self.train_dl, self.val_dl = loaders
 
         if resume is not None:
-            self._resume(Path(resume))
+            self._resume(RunDir(resume))
             self.run_dir = Path(resume)
         else:
-            self.run_dir = run_dir if run_dir is not None else self._new_run_dir()
-        self.ckpt_dir = self.run_dir / "checkpoints"
+            self.run_dir = Path(run_dir) if run_dir is not None else self._new_run_dir()
+        self.folder = RunDir(self.run_dir)
         self.net = self._wrap(self.model)
         self.log = self._logger()
+
+    # -- reporting (rank 0 only)
+
+    def _emit(self, hook: str, *args) -> None:
+        fn = getattr(self.callbacks, hook, None) if self.main else None
+        if fn is not None:
+            fn(*args)
+
+    def _say(self, text: str, level: str = "info") -> None:
+        self._emit("on_message", text, level)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        limit = self.cfg.train.max_train_batches
+        return len(self.train_dl) if limit is None else min(len(self.train_dl), limit)
 
     # -- setup
 
@@ -235,24 +289,28 @@ class Trainer:
             try:
                 net = torch.compile(net)
             except Exception as exc:  # compile support varies by platform; eager always works
-                self._say(f"[yellow]torch.compile failed ({exc.__class__.__name__}); training eagerly[/]")
+                self._say(f"torch.compile failed ({exc.__class__.__name__}); training eagerly", "warning")
         return net
 
     def _logger(self) -> logging.Logger:
+        """train.log of rank 0 (the library's own file; the terminal hears through the callbacks)."""
         log = logging.getLogger(f"imbaseg.run.{id(self)}")
         log.setLevel(logging.INFO)
         log.propagate = False
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(self.run_dir / "train.log")
+            handler = logging.FileHandler(self.folder.train_log)
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             log.addHandler(handler)
         return log
 
-    def _resume(self, run_dir: Path) -> None:
-        path = run_dir / "checkpoints" / "last.pt"
+    def _resume(self, folder: RunDir) -> None:
+        path = folder.checkpoint_file("last")
         if not path.is_file():
-            raise UserError(f"cannot resume {run_dir}: no checkpoints/last.pt in it")
+            raise UserError(
+                f"cannot resume {folder.path}: no {path.relative_to(folder.path)} in it (not a run folder, "
+                "or it never finished an epoch); start a new run instead"
+            )
         ckpt = load_checkpoint(path, map_location=self.device)
         load_model_state(self.model, ckpt["model"], str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -269,10 +327,6 @@ class Trainer:
         )
         if ckpt.get("rng") and ckpt.get("world_size", 1) == self.world:
             set_rng_state(ckpt["rng"])  # across a world-size change the streams differ anyway
-
-    def _say(self, msg: str) -> None:
-        if self.main and self.console is not None:
-            self.console.print(msg)
 
     # -- one epoch
 
@@ -297,11 +351,12 @@ class Trainer:
             raise NonFiniteLoss(
                 f"training loss became {value} at epoch {epoch + 1}, step {step}: lower the learning rate "
                 f"(optim.lr={self.cfg.optim.lr}), enable optim.grad_clip, or check the data. "
-                f"Checkpoints written before are intact in {self.ckpt_dir}"
+                f"Checkpoints written before are intact in {self.folder.checkpoints_dir}"
             )
         return value
 
-    def train_epoch(self, epoch: int, bar=None) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training loader (``epoch`` counts from 0); the epoch's mean loss and rates."""
         self.net.train()
         sampler = getattr(self.train_dl, "sampler", None)
         if hasattr(sampler, "set_epoch"):
@@ -312,7 +367,7 @@ class Trainer:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         terms: dict[str, torch.Tensor] = {}
         n_batches, seen, t0, running, waited = 0, 0, time.perf_counter(), None, 0.0
-        limit = self.cfg.train.max_train_batches
+        limit, planned = self.cfg.train.max_train_batches, self.batches_per_epoch
         batches = iter(self.train_dl)
         while not self.stop_requested and (limit is None or n_batches < limit):
             t_wait = time.perf_counter()
@@ -338,8 +393,8 @@ class Trainer:
             seen += x.shape[0]
             if n_batches % self.cfg.train.log_interval == 0:
                 running = self._sync_running(total, n_batches, epoch, n_batches)
-            if bar is not None:
-                bar(n_batches, running, seen * self.world / (time.perf_counter() - t0))
+            rate = seen * self.world / max(time.perf_counter() - t0, 1e-9)
+            self._emit("on_batch", epoch + 1, n_batches, planned, running, rate)
         stats = torch.stack([total, torch.tensor(float(n_batches), device=self.device, dtype=torch.float64)])
         D.all_reduce_sum(stats)
         mean = self._sync_running(stats[0], int(stats[1].item()), epoch, n_batches)
@@ -413,8 +468,8 @@ class Trainer:
     def _write_run_files(self) -> None:
         from imbaseg.training.env import write_env
 
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        write_env(self.run_dir / "env.json", self.device, self.world)
+        save_config(self.cfg, self.folder.config_file)
+        write_env(self.folder.env_file, self.device, self.world)
 
     def _end_epoch(self, epoch: int, row: dict[str, Any]) -> bool:
         """Record the epoch, step the schedule, write files; True when early stopping triggers."""
@@ -432,15 +487,16 @@ class Trainer:
         self.state.history.append(row)
         if self.main:
             state = self.checkpoint()
-            save_checkpoint(state, self.ckpt_dir / "last.pt")
+            save_checkpoint(state, self.folder.checkpoint_file("last"))
             if improved:
-                save_checkpoint(state, self.ckpt_dir / "best.pt")
-            write_history(self.run_dir, self.state.history)
+                save_checkpoint(state, self.folder.checkpoint_file("best"))
+            write_history(self.folder, self.state.history)
         D.barrier()
         patience = self.cfg.train.early_stopping
         return bool(patience) and self.state.bad_epochs >= patience
 
     def fit(self) -> TrainResult:
+        """Run the remaining epochs; stop early, on Ctrl-C (saving last.pt) or on a non-finite loss."""
         if self.main:
             self._write_run_files()
             self.log.info(
@@ -452,46 +508,14 @@ class Trainer:
                 self.device,
                 self.world,
             )
-        stopped = "completed"
-        with _sigint_guard(self), _progress(self) as prog:
-            for epoch in range(self.state.epoch, self.cfg.train.epochs):
-                t0 = time.perf_counter()
-                lr = self.optimizer.param_groups[0]["lr"]
-                train_stats = self.train_epoch(epoch, prog.batch_callback(epoch))
-                if self.stop_requested:
-                    stopped = "interrupted"
-                    break
-                val_stats = self.validate()
-                row = {
-                    "epoch": epoch + 1,
-                    "lr": lr,
-                    "train_loss": train_stats["train_loss"],
-                    **val_stats,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                    **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"},
-                }
-                self.last_train_stats = train_stats
-                early = self._end_epoch(epoch, row)
-                self._report(row, train_stats["images_per_s"])
-                prog.epoch_done()
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(row)
-                if self.stop_requested:
-                    stopped = "interrupted"
-                    break
-                if early:
-                    stopped = "early_stopping"
-                    self._say(
-                        f"early stopping: no improvement of {self.cfg.train.monitor} for "
-                        f"{self.cfg.train.early_stopping} epochs"
-                    )
-                    break
+        self._emit("on_start", self.run_dir, self.cfg.train.epochs, self.state.epoch, self.batches_per_epoch)
+        with _sigint_guard(self):
+            stopped = self._epochs()
         if stopped == "interrupted" and self.main:
-            save_checkpoint(self.checkpoint(interrupted=True), self.ckpt_dir / "last.pt")
-            self._say(
-                f"[yellow]interrupted: saved {self.ckpt_dir / 'last.pt'}; continue with "
-                f"imbaseg train --resume {self.run_dir}[/]"
-            )
+            last = self.folder.checkpoint_file("last")
+            save_checkpoint(self.checkpoint(interrupted=True), last)
+            self._say(f"interrupted: saved {last}; continue with imbaseg train --resume {self.run_dir}",
+                      "warning")
         self.log.info(
             "finished (%s) after %d epochs; best %s=%s at epoch %s",
             stopped,
@@ -507,18 +531,38 @@ class Trainer:
             self.run_dir, self.state.history, self.state.best_value, self.state.best_epoch, stopped
         )
 
-    def _report(self, row: dict[str, Any], rate: float) -> None:
-        line = (
-            f"epoch {row['epoch']:>3}/{self.cfg.train.epochs}  lr {row['lr']:.2e}"
-            f"  train_loss {row['train_loss']:.4f}"
-            f"  val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  {rate:.1f} img/s"
-            f"  {row['seconds']:.1f}s"
-        )
-        if self.state.best_epoch == row["epoch"]:
-            line += "  *best*"
-        if self.main:
-            self.log.info(line)
-        self._say(line)
+    def _epochs(self) -> str:
+        """The epoch loop; returns how it stopped: completed, early_stopping or interrupted."""
+        for epoch in range(self.state.epoch, self.cfg.train.epochs):
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_stats = self.train_epoch(epoch)
+            if self.stop_requested:
+                return "interrupted"
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": train_stats["train_loss"],
+                **self.validate(),
+                "seconds": round(time.perf_counter() - t0, 3),
+                **{k: v for k, v in train_stats.items() if k.startswith("train_") and k != "train_loss"},
+            }
+            self.last_train_stats = train_stats
+            early = self._end_epoch(epoch, row)
+            best = self.state.best_epoch == epoch + 1
+            report = {**row, "images_per_s": train_stats["images_per_s"], "best": best}
+            if self.main:
+                self.log.info(epoch_line(report, self.cfg.train.epochs))
+            self._emit("on_epoch_end", report)
+            if self.stop_requested:
+                return "interrupted"
+            if early:
+                self._say(
+                    f"early stopping: no improvement of {self.cfg.train.monitor} for "
+                    f"{self.cfg.train.early_stopping} epochs"
+                )
+                return "early_stopping"
+        return "completed"
 
 
 @contextlib.contextmanager
@@ -534,7 +578,7 @@ def _sigint_guard(trainer: Trainer):
         if trainer.stop_requested:
             raise KeyboardInterrupt
         trainer.stop_requested = True
-        trainer._say("[yellow]stopping after this batch (Ctrl-C again to abort)...[/]")
+        trainer._say("stopping after this batch (Ctrl-C again to abort)...", "warning")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -543,66 +587,16 @@ def _sigint_guard(trainer: Trainer):
         signal.signal(signal.SIGINT, previous)
 
 
-class _NoProgress:
-    def batch_callback(self, epoch):
-        return None
-
-    def epoch_done(self):
-        pass
-
-
-@contextlib.contextmanager
-def _progress(trainer: Trainer):
-    """A rich display with an epoch bar and a batch bar (loss, images/s), on a terminal only."""
-    show = trainer.progress
-    if show is None:
-        show = trainer.console is not None and trainer.console.is_terminal
-    if not (show and trainer.main and trainer.console is not None):
-        yield _NoProgress()
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=trainer.console,
-        transient=False,
-    )
-    n_batches = len(trainer.train_dl)
-    if trainer.cfg.train.max_train_batches is not None:
-        n_batches = min(n_batches, trainer.cfg.train.max_train_batches)
-    epochs = prog.add_task("epochs", total=trainer.cfg.train.epochs, completed=trainer.state.epoch, info="")
-    batches = prog.add_task("batches", total=n_batches, info="")
-
-    class _P:
-        def batch_callback(self, epoch):
-            prog.reset(batches, total=n_batches, description=f"epoch {epoch + 1}", info="")
-
-            def cb(done, loss, rate):
-                info = f"{rate:.1f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
-                prog.update(batches, completed=done, info=info)
-
-            return cb
-
-        def epoch_done(self):
-            prog.advance(epochs)
-
-    with prog:
-        yield _P()
-
-
 def train(
     cfg: Config,
     resume: str | Path | None = None,
-    console=None,
-    progress: bool | None = None,
-    on_epoch_end=None,
+    callbacks: TrainerCallbacks | None = None,
 ) -> TrainResult:
-    """Train a model as ``cfg`` describes; ``resume`` continues a run folder where it stopped."""
-    trainer = Trainer(cfg, resume=resume, console=console, progress=progress, on_epoch_end=on_epoch_end)
+    """Train a model as ``cfg`` describes; ``resume`` continues a run folder where it stopped.
+
+    Progress goes to ``callbacks`` (see ``TrainerCallbacks``); nothing is printed.
+    """
+    trainer = Trainer(cfg, resume=resume, callbacks=callbacks)
     try:
         return trainer.fit()
     finally:

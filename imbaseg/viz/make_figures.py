@@ -128,28 +128,28 @@ def train_config(dataset: str, loss: str, work: Path, epochs: int):
 
 def _finished(run_dir: Path, cfg) -> bool:
     """True when ``run_dir`` holds a completed run of exactly ``cfg``."""
-    from imbaseg.config import load_config
     from imbaseg.errors import UserError
-    from imbaseg.training.run_dir import load_checkpoint
+    from imbaseg.training.run_dir import RunDir, load_checkpoint
 
+    folder = RunDir(run_dir)
     try:
-        same = load_config(run_dir / "config.yaml").to_dict() == cfg.to_dict()
-        last = load_checkpoint(run_dir / "checkpoints" / "last.pt") if same else None
+        same = folder.config().to_dict() == cfg.to_dict()
+        last = load_checkpoint(folder.checkpoint("last")) if same else None
     except UserError:
         return False
     return bool(last) and last["epoch"] >= cfg.train.epochs and not last.get("interrupted")
 
 
 def train_one(dataset: str, loss: str, work: Path, epochs: int, fresh: bool, console) -> RunRecord:
-    from imbaseg.paths import runs_root, safe_name
+    from imbaseg.paths import runs_root, safe_name, slug
     from imbaseg.training.trainer import train
 
     cfg = train_config(dataset, loss, work, epochs)
-    run_dir = runs_root(work) / safe_name(dataset) / safe_name(cfg.loss_label) / RUN_NAME
+    run_dir = runs_root(work) / safe_name(dataset) / slug(cfg.loss_label) / RUN_NAME
     reused = not fresh and _finished(run_dir, cfg)
     if not reused:
         shutil.rmtree(run_dir, ignore_errors=True)  # our own stale or partial run: start it over
-        result = train(cfg, console=console, progress=False)
+        result = train(cfg)
         if Path(result.run_dir).resolve() != run_dir.resolve():
             raise RuntimeError(f"expected the run in {run_dir}, the trainer wrote {result.run_dir}")
     return RunRecord(dataset, loss, run_dir, cfg.train.epochs, _history_seconds(run_dir), reused)
@@ -158,7 +158,9 @@ def train_one(dataset: str, loss: str, work: Path, epochs: int, fresh: bool, con
 def _history_seconds(run_dir: Path) -> float:
     import csv
 
-    with open(run_dir / "history.csv", newline="") as f:
+    from imbaseg.training.run_dir import RunDir
+
+    with open(RunDir(run_dir).history_csv, newline="") as f:
         return sum(float(r.get("seconds") or 0.0) for r in csv.DictReader(f))
 
 

@@ -45,12 +45,14 @@ class TiffDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         import tifffile
 
-        from imbaseg.data.dataset import resize_image, resize_mask, zscore
+        from imbaseg.data.dataset import zscore
+        from imbaseg.data.resize import resize_image_antialiased, resize_mask_nearest
 
         image = tifffile.imread(self.root / "Original" / f"{self.ids[i]}.tif")
         mask = tifffile.imread(self.root / "Ground Truth" / f"{self.ids[i]}.tif")
         mask = mask[..., 0] if mask.ndim == 3 else mask
-        image, mask = resize_image(image, SIZE), (resize_mask(mask, SIZE) > 127).astype(np.uint8)
+        image = resize_image_antialiased(image, SIZE)
+        mask = (resize_mask_nearest(mask, SIZE) > 127).astype(np.uint8)
         image = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
         mask = torch.from_numpy(mask)[None]
         if self.augment is not None:
@@ -118,13 +120,14 @@ def main(argv=None) -> None:
         return
     torch.set_num_threads(1)  # per-item work is single-threaded in workers; keep the main process alike
     from imbaseg.data.dataset import SegDataset
+    from imbaseg.data.splits import natural_key
     from imbaseg.data.transforms import build_augment
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     try:
         prepared = prepare_cvc(args.data, tmp)
-        ids = sorted((p.stem for p in (args.data / "Original").glob("*.tif")), key=_natural)
-        split = "all"
+        ids = sorted((p.stem for p in (args.data / "Original").glob("*.tif")), key=natural_key)
+        split = "train"  # every image in one split (the manifest reader accepts train/val/test only)
         _write_single_split(prepared, ids, split)
         start = time.perf_counter()
         cache = SegDataset(prepared, split, size=SIZE).cache_path
@@ -145,10 +148,6 @@ def main(argv=None) -> None:
                     print(f"{aug_name:<8} {workers:>7} {k:<7} {rate:>9.1f} {rate / rates['tiff']:>7.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _natural(stem: str):
-    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
 
 def _write_single_split(prepared: Path, ids: list[str], split: str) -> None:

@@ -94,3 +94,59 @@ def test_console_script_exit_code(tmp_path):
     out = subprocess.run(cmd + ["train", "--loss", "dcie"], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 2
     assert "Did you mean 'dice'?" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_display_without_a_terminal_prints_one_line_per_epoch(capsys):
+    from imbaseg.cli.render import TrainingDisplay
+
+    row = {"epoch": 1, "lr": 0.1, "train_loss": 0.5, "val_loss": 0.4, "val_dice": 0.3, "seconds": 1.25,
+           "images_per_s": 9.5, "best": True}
+    with TrainingDisplay(bars=False) as display:
+        display.on_start("runs/x", 2, 0, 4)
+        display.on_batch(1, 1, 4, None, 8.0)
+        display.on_epoch_end(row)
+        display.on_message("early stopping: no improvement", "info")
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "epoch   1/2  lr 1.00e-01  train_loss 0.5000  val_loss 0.4000  val_dice 0.3000  9.5 img/s  1.2s"
+        "  *best*",
+        "early stopping: no improvement",
+    ]
+
+
+def test_training_display_with_bars_draws_them(capsys):
+    from imbaseg.cli.render import TrainingDisplay
+
+    row = {"epoch": 2, "lr": 0.1, "train_loss": 0.5, "val_loss": 0.4, "val_dice": 0.3, "seconds": 1.0,
+           "images_per_s": 9.5, "best": False}
+    with TrainingDisplay(bars=True) as display:
+        display.on_start("runs/x", 2, 1, 4)  # resumed after one epoch
+        for done in range(1, 5):
+            display.on_batch(2, done, 4, 0.5, 8.0)
+        display.on_epoch_end(row)
+        assert display._prog.tasks[0].completed == 2 and display._prog.tasks[1].completed == 4
+    assert "epoch   2/2" in capsys.readouterr().out
+
+
+def test_print_config_shows_the_preset_and_trains_nothing(tmp_path, monkeypatch):
+    import yaml
+
+    from imbaseg.config import configs_dir, from_dict, load_config
+
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--dataset", "cvc", "--epochs", "3", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"# settings from the preset {configs_dir() / 'cvc.yaml'}")
+    cfg = from_dict(yaml.safe_load(result.output))
+    expected = load_config(configs_dir() / "cvc.yaml", [("train.epochs", 3)])
+    assert cfg == expected and cfg.loss.params == {"sigma": 4}
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_missing_preset_is_an_error_not_the_defaults(tmp_path, monkeypatch):
+    import imbaseg.config as config
+
+    (tmp_path / "cvc.yaml").write_text("seed: 1\n")  # the folder exists, drive.yaml does not
+    monkeypatch.setattr(config, "configs_dir", lambda: tmp_path)
+    line = _one_red_line(runner.invoke(app, ["train", "--dataset", "drive", "--print-config"]))
+    assert "the preset drive.yaml for dataset 'drive' is missing" in line and "--config" in line

@@ -353,3 +353,40 @@ def test_manifest_errors(tmp_path):
     (tmp_path / "manifest.csv").write_text("id,split,height,width,fg_fraction,source\n007,tarin,1,1,0.5,x\n")
     with pytest.raises(UserError, match="unknown split 'tarin'"):
         read_manifest(tmp_path)
+
+
+FIRST_USE = """
+import sys, time
+from imbaseg.data import prepare, synthetic
+synthetic.DEFAULT_N["synthetic-lesion"] = 40
+real = prepare.prepare_dataset
+def counted(*a, **k):
+    print("PREPARED", flush=True)
+    time.sleep(0.5)  # widen the race: without the lock the other process would start its own prepare
+    return real(*a, **k)
+prepare.prepare_dataset = counted
+while time.time() < float(sys.argv[2]):
+    time.sleep(0.01)
+print(prepare.ensure_prepared("synthetic-lesion", root=sys.argv[1]))
+"""
+
+
+def test_synthetic_first_use_is_prepared_once_by_two_processes(tmp_path):
+    """Two processes ask for an unprepared synthetic set at the same instant: one prepares, the other
+    waits on the lock and uses the result (torchrun ranks, two trainings)."""
+    import subprocess
+    import sys
+    import time
+
+    start = str(time.time() + 2.5)  # both have imported by then
+    procs = [
+        subprocess.Popen([sys.executable, "-c", FIRST_USE, str(tmp_path), start], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    target = tmp_path / "data" / "prepared" / "synthetic-lesion"
+    assert sum(out.count("PREPARED") for out, _ in outs) == 1
+    assert [out.split()[-1] for out, _ in outs] == [str(target)] * 2
+    assert store.is_complete(target) and len(read_manifest(target)) == 40

@@ -30,7 +30,7 @@ def trained_run(tiny_root):
             "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "log_interval": 2},
         }
     )
-    return train(cfg, progress=False).run_dir
+    return train(cfg).run_dir
 
 
 def test_trained_run_evaluates_and_predicts(trained_run, tiny_root, tmp_path):

@@ -231,8 +231,9 @@ def test_predictor_numpy_output_and_amp_off_on_cpu():
 
 
 def test_predictor_preprocessing_matches_the_dataset():
-    """uint8 -> dataset.resize_image -> dataset.zscore -> model -> bilinear back to native size."""
-    from imbaseg.data.dataset import resize_image, zscore
+    """uint8 -> resize_image_antialiased -> dataset.zscore -> model -> bilinear back to native size."""
+    from imbaseg.data.dataset import zscore
+    from imbaseg.data.resize import resize_image_antialiased as resize_image
 
     model = pointwise_model(3)
     img = np.random.default_rng(1).integers(0, 256, (30, 44, 3), dtype=np.uint8)

@@ -203,3 +203,31 @@ def test_sync_stats_can_be_switched_on_every_batch_statistic_module():
 def test_repr_shows_the_parameters():
     assert "sigma=4.0" in repr(get_loss("boundary-gaussian", sigma=4))
     assert "1*dice + 0.5*bce" in repr(get_loss("dice+0.5*bce"))
+
+
+def test_each_name_is_written_once_on_its_class():
+    """LOSSES is built from the classes' ``name``; the registry module has no loss name as a string."""
+    import ast
+    import inspect
+
+    from imbaseg.losses import _registry
+
+    tree = ast.parse(inspect.getsource(_registry))
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not strings & set(LOSSES)
+
+
+def test_a_duplicate_or_empty_name_cannot_be_registered():
+    from imbaseg.losses._registry import _by_name
+
+    twin = type("Twin", (LOSSES["dice"],), {})  # inherits name "dice"
+    with pytest.raises(RuntimeError, match="duplicate name 'dice'"):
+        _by_name([LOSSES["dice"], twin])
+    nameless = type("Nameless", (LOSSES["dice"],), {"name": ""})
+    with pytest.raises(RuntimeError, match="empty or duplicate"):
+        _by_name([nameless])
+
+
+def test_unknown_names_still_suggest_the_closest():
+    with pytest.raises(UserError, match="Did you mean 'boundary-dou'"):
+        get_loss("boundary-do")

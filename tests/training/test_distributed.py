@@ -142,3 +142,17 @@ def test_resume_across_a_change_of_world_size(runs, tiny_root, tmp_path):
     rows = history(run)
     assert [r["epoch"] for r in rows] == [1.0, 2.0, 3.0]
     assert load_checkpoint(run / "checkpoints" / "last.pt")["world_size"] == 1
+
+
+def test_two_ranks_in_an_empty_home_prepare_the_synthetic_set_once(tmp_path):
+    """Both ranks need data/prepared/synthetic-polyp on first use: one prepares it under the lock, the
+    other waits (before the lock both prepared, and one rank's swap deleted the other's loader cache)."""
+    out = launch(
+        tmp_path, 2, "--dataset", "synthetic-polyp", "--epochs", "1", "--device", "cpu", "--no-progress",
+        "--set", "model.base_channels=4", "--set", "data.size=[32,32]", "--set", "train.max_train_batches=1",
+        "--name", "first-use",
+    )
+    prepared = tmp_path / "data" / "prepared"
+    assert [p.name for p in prepared.iterdir() if not p.name.startswith(".")] == ["synthetic-polyp"]
+    assert len(history(run_dir(tmp_path, "dynamit-batch", "first-use"))) == 1
+    assert out.stdout.count("run folder:") == 1  # only rank 0 talks

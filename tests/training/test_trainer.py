@@ -91,9 +91,10 @@ def test_nan_loss_stops_with_a_message_and_keeps_checkpoints(tiny_root):
             for p in trainer_model.parameters():
                 p.fill_(float("nan"))
 
-    from imbaseg.training.trainer import Trainer
+    from imbaseg.training.trainer import Trainer, TrainerCallbacks
 
-    trainer = Trainer(tiny_cfg(tiny_root, name="nan", train={"epochs": 3}), on_epoch_end=poison)
+    callbacks = TrainerCallbacks(on_epoch_end=poison)
+    trainer = Trainer(tiny_cfg(tiny_root, name="nan", train={"epochs": 3}), callbacks=callbacks)
     poison.model = trainer.model
     with pytest.raises(NonFiniteLoss, match=r"training loss became nan at epoch 2"):
         trainer.fit()
@@ -204,3 +205,47 @@ def test_sigint_leaves_a_loadable_last_checkpoint(tiny_root, tmp_path):
     ckpt = load_checkpoint(history.parent / "checkpoints" / "last.pt")
     assert ckpt["interrupted"] is True and ckpt["epoch"] >= 1
     load_run(history.parent, "last")
+
+
+def test_a_run_reports_through_its_callbacks_and_prints_nothing(tiny_root, capsys):
+    from imbaseg.training.trainer import TrainerCallbacks
+
+    events = []
+    callbacks = TrainerCallbacks(
+        on_start=lambda *a: events.append(("start", *a)),
+        on_batch=lambda *a: events.append(("batch", *a)),
+        on_epoch_end=lambda report: events.append(("epoch", report)),
+        on_message=lambda text, level: events.append(("message", text, level)),
+    )
+    cfg = tiny_cfg(tiny_root, name="callbacks", train={"epochs": 2, "max_train_batches": 3})
+    result = train(cfg, callbacks=callbacks)
+    assert capsys.readouterr() == ("", "")  # the library prints nothing itself
+    assert events[0] == ("start", result.run_dir, 2, 0, 3)
+    batches = [e[1:4] for e in events if e[0] == "batch"]
+    assert batches == [(epoch, done, 3) for epoch in (1, 2) for done in (1, 2, 3)]
+    loss = [e[4] for e in events if e[0] == "batch"]
+    assert loss[0] is None and loss[1] is not None  # the running loss once log_interval=2 steps synced
+    reports = [e[1] for e in events if e[0] == "epoch"]
+    assert [r["epoch"] for r in reports] == [1, 2] and reports[0]["best"] is True
+    assert reports[1]["images_per_s"] > 0
+    assert {k: v for k, v in reports[-1].items() if k not in ("images_per_s", "best")} == result.history[-1]
+    log = (result.run_dir / "train.log").read_text()
+    assert "epoch   1/2" in log and "epoch   2/2" in log
+
+
+def test_the_trainer_holds_no_console_and_spells_no_run_folder_path():
+    """Presentation lives in imbaseg.cli.render; the run folder's layout in training/run_dir.py."""
+    from pathlib import Path
+
+    import imbaseg
+
+    src = Path(imbaseg.__file__).parent
+    files = [p for p in (src / "training").glob("*.py") if p.name != "run_dir.py"]
+    files.append(src / "cli" / "train_cmd.py")
+    for path in files:
+        text = path.read_text()
+        for word in ('"checkpoints"', '"config.yaml"', '"eval"', '"history.csv"', '"train.log"', '"env.json"',
+                     "last.pt\"", "best.pt\""):
+            assert word not in text, f"{path.name} spells {word}"
+        if path.parent.name == "training":
+            assert "rich" not in text and "console" not in text and "print(" not in text, path.name

@@ -1,0 +1,212 @@
+"""Everything imbaseg draws on a terminal: progress bars, tables, colours (the one rich module).
+
+The library never prints: it reports through callbacks (``progress(done, total)``, ``on_event``)
+and returns results; the commands in ``imbaseg.cli`` turn those into the output below. No torch
+import here: ``imbaseg --help`` must answer at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from imbaseg.cli.common import console
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int | None = None, show: bool | None = None) -> Iterator[Callable]:
+    """A transient bar; yields ``advance(done=None, total=None)`` (no argument: one more item done).
+
+    ``show`` None = only on a terminal. Off a terminal the callable does nothing.
+    """
+    show = console.is_terminal if show is None else show
+    if not show:
+        yield lambda *a, **k: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = prog.add_task(label, total=total)
+
+    def advance(done: int | None = None, new_total: int | None = None) -> None:
+        if new_total is not None:
+            prog.update(task, total=new_total)
+        if done is None:
+            prog.advance(task)
+        else:
+            prog.update(task, completed=done)
+
+    with prog:
+        yield advance
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class TrainingDisplay:
+    """A training run on the terminal, fed by the trainer's callbacks (``TrainerCallbacks`` hooks).
+
+    ``bars`` True: an epoch bar and a batch bar (running loss, images/s) with the epoch lines printed
+    above them; False: one line per epoch and the notices, nothing else (logs, pipes, CI). None picks
+    bars on a terminal. Use it as a context manager around the ``train`` call.
+    """
+
+    def __init__(self, bars: bool | None = None):
+        self.bars = console.is_terminal if bars is None else bars
+        self.epochs = 0
+        self._prog = None
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self) -> TrainingDisplay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._prog is not None:
+            self._prog.stop()
+            self._prog = None
+
+    def on_start(self, run_dir, epochs: int, done: int, batches: int) -> None:
+        self.epochs = epochs
+        if not self.bars:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._prog = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks["epochs"] = self._prog.add_task("epochs", total=epochs, completed=done, info="")
+        self._tasks["batches"] = self._prog.add_task("batches", total=batches, info="")
+        self._prog.start()
+
+    def on_batch(self, epoch: int, done: int, total: int, loss: float | None, images_per_s: float) -> None:
+        if self._prog is None:
+            return
+        info = f"{images_per_s:.1f} img/s" + (f"  loss {loss:.4f}" if loss is not None else "")
+        task = self._tasks["batches"]
+        if done == 1:
+            self._prog.reset(task, total=total, description=f"epoch {epoch}", info="")
+        self._prog.update(task, completed=done, info=info)
+
+    def on_epoch_end(self, report: dict) -> None:
+        from imbaseg.training.history import epoch_line
+
+        console.print(epoch_line(report, self.epochs), highlight=False, soft_wrap=True)  # never wrapped
+        if self._prog is not None:
+            self._prog.advance(self._tasks["epochs"])
+
+    def on_message(self, text: str, level: str = "info") -> None:
+        from rich.markup import escape
+
+        text = f"[yellow]{escape(text)}[/]" if level == "warning" else escape(text)
+        console.print(text, highlight=False, soft_wrap=True)
+
+
+def training_result(result, monitor: str) -> None:
+    """The last line of ``imbaseg train``: where the run is and how it ended."""
+    best = result.best_value if result.best_value is None else round(result.best_value, 4)
+    console.print(
+        f"[bold]run folder:[/] {result.run_dir}  ({result.stopped}; best {monitor}={best} "
+        f"at epoch {result.best_epoch})",
+        soft_wrap=True,
+    )
+
+
+def loss_table(rows: list[dict]) -> None:
+    """``imbaseg train --list-losses``: one row per registered loss."""
+    from rich.table import Table
+
+    table = Table(title="imbaseg losses", show_lines=False)
+    for col in ("name", "parameters (defaults)", "formula", "reference"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        params = ", ".join(f"{k}={v}" for k, v in row.get("params", {}).items()) or "-"
+        table.add_row(row["name"], params, row.get("formula", ""), row.get("reference", ""))
+    console.print(table)
+    console.print('Compound losses: --loss "dice+bce" or --loss "boundary-gaussian(sigma=4)+0.5*dou"')
+
+
+# ----------------------------------------------------------------------------- download and prepare
+
+
+@contextlib.contextmanager
+def byte_progress() -> Iterator[Callable]:
+    """Transient byte bars, one per file; yields ``update(label, done, total)`` (total None = unknown)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(label: str, done: int, total) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+def lines(texts) -> None:
+    """Print library messages verbatim (no markup, no highlighting)."""
+    for text in texts:
+        console.print(text, markup=False, highlight=False)
+
+
+def prepare_result(result, table_rows: list[dict]) -> None:
+    """What ``imbaseg prepare`` did (counts, notes, skipped and empty files) and the class-imbalance table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from imbaseg.data.splits import SPLITS
+
+    counts = " / ".join(f"{result.counts.get(s, 0)} {s}" for s in SPLITS)
+    path = escape(str(result.path))
+    if result.up_to_date:
+        console.print(f"{path} is up to date ({counts}); nothing to do (--force rebuilds it).",
+                      highlight=False)
+    else:
+        console.print(f"[green]Prepared[/green] {path} ({counts}).", highlight=False)
+    for note in result.notes:
+        if note != "already up to date":
+            console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    if result.skipped:
+        console.print(f"[yellow]Skipped {len(result.skipped)} bad file(s):[/yellow]")
+        for f, reason in result.skipped:
+            console.print(f"  {f}: {reason}", markup=False, highlight=False)
+    if result.empty:
+        shown = ", ".join(result.empty[:10]) + (" ..." if len(result.empty) > 10 else "")
+        console.print(f"[yellow]{len(result.empty)} empty mask(s) (kept):[/yellow] {escape(shown)}")
+    table = Table(title="Class imbalance (foreground % of the image)")
+    for col in ("split", "images", "mean %", "min %", "max %", "empty"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for r in table_rows:
+        cells = (f"{r['fg_mean']:.2f}", f"{r['fg_min']:.2f}", f"{r['fg_max']:.2f}", str(r["empty"]))
+        table.add_row(r["split"], str(r["images"]), *cells)
+    console.print(table)
