@@ -33,11 +33,11 @@ from typing import Any
 import yaml
 
 from imbaseg.config import Config, configs_dir, load_config, read_yaml
+from imbaseg.data.splits import SPLITS
 from imbaseg.errors import UserError, suggestion
 from imbaseg.paths import dataset_key, runs_root, safe_name, slug, studies_root
 
 DEFAULT_METRICS = ("dice", "iou", "hd95", "assd", "nsd")
-SPLITS = ("train", "val", "test")
 TOP_KEYS = ("name", "datasets", "losses", "seeds", "reference", "split", "metrics", "set", "evaluate")
 DATASET_KEYS = ("config", "set")
 # Evaluation options a study may set, with the defaults of `imbaseg evaluate`.
