@@ -16,7 +16,8 @@ def evaluate(
     run_dirs: list[Path] = typer.Argument(
         ...,
         metavar="RUN_DIR...",
-        help="Run folder(s) of imbaseg train; several are compared (paired Wilcoxon on per-image Dice).",
+        help="Run folder(s) of imbaseg train; several are compared (mean and 95% CI, paired Wilcoxon "
+        "tests against the first run of each dataset).",
     ),
     split: str = typer.Option("test", "--split", help="Split to evaluate: test, val or train."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
@@ -59,28 +60,38 @@ def evaluate(
 ) -> None:
     """Metrics of trained runs, in RUN_DIR/eval/<split>/: per_image.csv, summary.json/.md, predictions/.
 
-    Several RUN_DIRs also get a comparison table (mean and 95% CI per run, paired Wilcoxon p-values).
+    Several RUN_DIRs are also compared: comparison.csv and comparison.md (mean and 95% CI of every
+    metric per run; paired Wilcoxon, Holm-adjusted, median difference and effect size against the first
+    run of each dataset).
     """
+    from imbaseg.cli import render
     from imbaseg.evaluation.evaluate import evaluate_runs
 
     if out is not None and len(run_dirs) == 1:
         console.print("[dim]--out is used only when several runs are compared[/]")
-    evaluate_runs(
-        run_dirs,
-        out=out,
-        console=console,
-        split=split,
-        checkpoint=checkpoint,
-        threshold=threshold,
-        tta=tta,
-        save_probabilities=save_probabilities,
-        hd_convention=hd_convention,
-        nsd_tau=nsd_tau,
-        device=device,
-        amp=amp,
-        data_root=data_root,
-        size=size,
-    )
+    with render.stage_progress() as progress:
+        result = evaluate_runs(
+            run_dirs,
+            out=out,
+            progress=progress,
+            split=split,
+            checkpoint=checkpoint,
+            threshold=threshold,
+            tta=tta,
+            save_probabilities=save_probabilities,
+            hd_convention=hd_convention,
+            nsd_tau=nsd_tau,
+            device=device,
+            amp=amp,
+            data_root=data_root,
+            size=size,
+        )
+    for summary in result["runs"]:
+        render.evaluation_summary(summary)
+    if result["comparison"] is not None:
+        render.comparison_tables(result["comparison"])
+        csv_path, md_path = result["files"]
+        console.print(f"wrote the comparison {csv_path} and {md_path.name}", highlight=False)
 
 
 def predict(
@@ -102,19 +113,22 @@ def predict(
     ),
 ) -> None:
     """Segment new images (no masks needed): 0/255 masks at the input size, and overlays."""
+    from imbaseg.cli import render
     from imbaseg.evaluation.predict import predict as run_predict
 
-    results = run_predict(
-        run_dir,
-        inputs,
-        out,
-        checkpoint=checkpoint,
-        threshold=threshold,
-        tta=tta,
-        device=device,
-        amp=amp,
-        size=size,
-        force=force,
-        console=console,
-    )
-    console.print(f"wrote {2 * len(results)} files to {out}")
+    with render.progress_bar("predicting", total=None) as advance:
+        results = run_predict(
+            run_dir,
+            inputs,
+            out,
+            checkpoint=checkpoint,
+            threshold=threshold,
+            tta=tta,
+            device=device,
+            amp=amp,
+            size=size,
+            force=force,
+            progress=advance,
+        )
+    render.prediction_results(results)
+    console.print(f"wrote {2 * len(results)} files to {out}", highlight=False)

@@ -210,3 +210,97 @@ def prepare_result(result, table_rows: list[dict]) -> None:
         cells = (f"{r['fg_mean']:.2f}", f"{r['fg_min']:.2f}", f"{r['fg_max']:.2f}", str(r["empty"]))
         table.add_row(r["split"], str(r["images"]), *cells)
     console.print(table)
+
+
+# ----------------------------------------------------------------------------- evaluate, predict, compare
+
+
+@contextlib.contextmanager
+def stage_progress(show: bool | None = None) -> Iterator[Callable]:
+    """Transient bars, one per stage; yields ``update(stage, done, total)``, the callback of
+    ``evaluate_run``/``evaluate_runs``. ``show`` None = only on a terminal."""
+    show = console.is_terminal if show is None else show
+    if not show:
+        yield lambda *a, **k: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        yield update
+
+
+def _mean_ci(a: dict, digits: int = 4) -> str:
+    return f"{a['mean']:.{digits}f} [{a['ci_low']:.{digits}f}, {a['ci_high']:.{digits}f}]"
+
+
+def evaluation_summary(s: dict) -> None:
+    """One evaluated run (``evaluate_run``'s summary): mean, 95% CI and median per metric, the AUCs."""
+    from rich.table import Table
+
+    t = Table(title=f"{s['run_dir']} - {s['split']} ({s['n_images']} images, threshold {s['threshold']})")
+    for col in ("metric", "mean", "95% CI", "median"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for m, a in s["metrics"].items():
+        t.add_row(m, f"{a['mean']:.4f}", f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]", f"{a['median']:.4f}")
+    for k in ("auc_roc", "auc_pr"):
+        t.add_row(k, "n/a" if s[k] is None else f"{s[k]:.4f}", "", "")
+    console.print(t)
+    console.print(f"wrote {s['eval_dir']}", highlight=False)
+
+
+def comparison_tables(comparison, metrics=("dice", "hd95", "cldice"), test_metric: str = "dice") -> None:
+    """A ``Comparison`` (``imbaseg.evaluation.comparison``): per dataset and split, mean [95% CI] of
+    ``metrics`` and the Holm-adjusted p and effect size r of ``test_metric`` against the reference."""
+    from rich.table import Table
+
+    from imbaseg.viz.labels import metric_title
+
+    rows = {(r["dataset"], r["split"], r["metric"], r["label"]): r for r in comparison.rows()}
+    shown = [m for m in metrics if m in comparison.metrics]
+    for g in comparison.groups:
+        ref = g.entries[g.reference].label
+        t = Table(title=f"{g.dataset} {g.split} ({len(g.ids)} images): mean [95% CI]; tests against {ref}")
+        t.add_column("run")
+        for col in [metric_title(m) for m in shown] + [f"p Holm ({test_metric})", f"r ({test_metric})"]:
+            t.add_column(col, justify="right")
+        for e in g.entries:
+            cells = []
+            for m in shown:
+                r = rows[(g.dataset, g.split, m, e.label)]
+                cells.append(_mean_ci(r, 2 if r["direction"] == "lower" else 4))
+            r = rows.get((g.dataset, g.split, test_metric, e.label), {})
+            p, eff = r.get("p_holm"), r.get("effect_r")
+            cells += ["-" if p is None else f"{p:.3g}", "-" if eff is None else f"{eff:+.2f}"]
+            t.add_row(e.label, *cells)
+        console.print(t)
+
+
+def prediction_results(results: list[dict]) -> None:
+    """``predict``'s results: one row per input image, then how many files were written."""
+    import os
+
+    from rich.table import Table
+
+    thr = results[0]["threshold"] if results else None
+    t = Table(title=f"predictions (threshold {thr})")
+    for col in ("input", "size", "foreground", "mask"):
+        t.add_column(col, justify="right" if col in ("size", "foreground") else "left", overflow="fold")
+    for r in results:
+        size, fg = f"{r['width']}x{r['height']}", f"{100 * r['fg_fraction']:.1f}%"
+        t.add_row(os.path.basename(r["input"]), size, fg, r["mask"])
+    console.print(t)

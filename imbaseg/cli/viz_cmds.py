@@ -106,13 +106,15 @@ def compare(
         help="PNG path; PDF, _comparison.csv and _comparison.md "
         "go next to it (default: Figures/<A>_vs_<B>.png).",
     ),
-    checkpoint: str = typer.Option("best", help="Checkpoint to evaluate with when predictions are missing."),
-    device: str = typer.Option("auto", help="Device for that evaluation: auto, cpu, cuda, mps."),
     root: Path = typer.Option(
         None, help="Project root holding data/ and Figures/ (default: $IMBASEG_HOME or .)."
     ),
 ) -> None:
-    """Qualitative grid of runs (TP green, FP red, FN magenta) plus Dice/IoU/HD95 with paired tests."""
+    """Qualitative grid of evaluated runs (TP green, FP red, FN magenta) and their comparison table.
+
+    The runs must have been evaluated on --split with imbaseg evaluate (it saves the predictions).
+    """
+    from imbaseg.cli import render
     from imbaseg.viz.compare import compare as run_compare
 
     result = run_compare(
@@ -124,10 +126,8 @@ def compare(
         labels=labels or None,
         out=out,
         root=root,
-        checkpoint=checkpoint,
-        device=device,
-        console=console,
     )
+    render.comparison_tables(result["comparison"])
     rows = ", ".join(f"{d} #{i}" for d, i in result["rows"])
     console.print(f"[bold]wrote[/] {result['png']} and {result['pdf'].name}  ({rows})")
     console.print(f"[bold]tables[/] {result['csv']} and {result['md'].name}")

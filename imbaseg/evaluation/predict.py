@@ -9,7 +9,6 @@ the image with the mask tinted and its contour drawn.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +130,12 @@ def predict(
     size: str = "train",
     force: bool = False,
     amp: bool = False,
-    console=None,
+    progress=None,
 ) -> list[dict]:
     """Segment new images with a trained run. threshold None uses the run's train.threshold.
 
-    Returns one dict per image: input, mask, overlay (paths), height, width, fg_fraction.
+    Returns one dict per image: input, mask, overlay (paths), height, width, fg_fraction, threshold.
+    progress: called as ``progress(done, total)`` after each image.
     """
     from imbaseg.data.dataset import to_channels
     from imbaseg.evaluation.inference import Predictor, plan_for
@@ -155,7 +155,7 @@ def predict(
     predictor = Predictor(run.model, plan_for(cfg, size), tta=tta, amp=amp, device=dev)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for f in files:
+    for k, f in enumerate(files):
         image = read_input(f)
         mask = predictor.probs(to_channels(image, cfg.data.in_channels)) >= thr
         mask_path, overlay_path = output_paths(f, out_dir)
@@ -169,35 +169,20 @@ def predict(
                 "height": int(mask.shape[0]),
                 "width": int(mask.shape[1]),
                 "fg_fraction": float(mask.mean()),
+                "threshold": thr,
             }
         )
-    if console is not None:
-        console.print(results_table(results, thr))
+        if progress:
+            progress(k + 1, len(files))
     return results
 
 
 def _check_threshold(t) -> float:
     """A float in (0, 1): evaluate's parser, without 'auto' (new images have no validation masks)."""
-    from imbaseg.evaluation.evaluate import parse_threshold
+    from imbaseg.evaluation.threshold import parse_threshold
 
     value = parse_threshold(t)
     if value == "auto":
         raise UserError("bad --threshold auto for predict: give a number between 0 and 1 "
                         "(auto needs validation masks)")
     return value
-
-
-def results_table(results: list[dict], threshold: float):
-    from rich.table import Table
-
-    t = Table(title=f"predictions (threshold {threshold})")
-    for col in ("input", "size", "foreground", "mask"):
-        t.add_column(col, justify="right" if col in ("size", "foreground") else "left", overflow="fold")
-    for r in results:
-        t.add_row(
-            os.path.basename(r["input"]),
-            f"{r['width']}x{r['height']}",
-            f"{100 * r['fg_fraction']:.1f}%",
-            r["mask"],
-        )
-    return t

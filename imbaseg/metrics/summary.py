@@ -6,9 +6,9 @@ import numpy as np
 
 from imbaseg.errors import UserError
 from imbaseg.metrics._masks import to_numpy
+from imbaseg.metrics.stats import N_BOOT, analyse, bootstrap_draws, replicate_means, wilcoxon_p
 
 SUMMARY_KEYS = ("mean", "std", "median", "ci_low", "ci_high", "n")
-_CHUNK = 1 << 22  # resampled values drawn at once: bounds memory (32 MiB of float64) for large n
 
 
 def _values(values, name: str) -> np.ndarray:
@@ -20,44 +20,34 @@ def _values(values, name: str) -> np.ndarray:
     return v
 
 
-def bootstrap_means(values, n_boot: int = 10_000, seed: int = 0) -> np.ndarray:
+def bootstrap_means(values, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """Means of ``n_boot`` resamples (with replacement) of ``values``, shape (n_boot,).
 
-    Resample b takes indices floor(u * n) from the b-th block of n uniforms of
-    ``np.random.default_rng(seed).random``, so the result does not depend on how the draws are chunked.
+    Resample b takes the indices of the b-th ``rng.integers(0, n, n)`` of ``np.random.default_rng(seed)``:
+    the spec's bootstrap with one seed (``imbaseg.metrics.stats``), so a run's CI equals the one a
+    comparison of runs reports for it.
     """
     v = _values(values, "values")
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise UserError(f"n_boot must be a positive integer, got {n_boot!r}.")
-    rng = np.random.default_rng(seed)
-    n, rows = v.size, max(1, _CHUNK // v.size)
-    means = np.empty(n_boot, dtype=np.float64)
-    for start in range(0, n_boot, rows):
-        stop = min(start + rows, n_boot)
-        idx = (rng.random((stop - start, n)) * n).astype(np.intp)
-        means[start:stop] = v[idx].mean(axis=1)
-    return means
+    draws = bootstrap_draws(1, v.size, n_boot, seed)
+    return replicate_means(v[None, None, :], draws)[0]
 
 
-def summarize(values, n_boot: int = 10_000, seed: int = 0) -> dict:
+def summarize(values, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """mean, std (ddof=1; 0 for one value), median, 95% percentile-bootstrap CI of the mean, n.
 
     values: 1-D per-image values (finite). n_boot=10,000 resamples and seed=0 are the spec's choice, so the
-    CI of a given list is reproducible. Identical values give a zero-width CI at that value.
+    CI of a given list is reproducible. Identical values give a zero-width CI at that value. The numbers
+    are ``analyse`` of one run with one seed, bit for bit.
     """
     v = _values(values, "values")
-    n = int(v.size)
-    if np.all(v == v[0]):
-        c = float(v[0])
-        return {"mean": c, "std": 0.0, "median": c, "ci_low": c, "ci_high": c, "n": n}
-    low, high = np.percentile(bootstrap_means(v, n_boot, seed), [2.5, 97.5])
+    st = analyse(v[None, None, :], bootstrap_draws(1, v.size, n_boot, seed))
     return {
-        "mean": float(v.mean()),
-        "std": float(v.std(ddof=1)),
-        "median": float(np.median(v)),
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "n": n,
+        "mean": float(st.mean[0]),
+        "std": float(st.image_sd[0]),
+        "median": float(st.median[0]),
+        "ci_low": float(st.ci_low[0]),
+        "ci_high": float(st.ci_high[0]),
+        "n": int(v.size),
     }
 
 
@@ -71,8 +61,4 @@ def paired_wilcoxon(a, b) -> float:
     x, y = _values(a, "a"), _values(b, "b")
     if x.size != y.size:
         raise UserError(f"paired values need the same images: a has {x.size} values and b has {y.size}.")
-    if x.size < 2 or np.all(x == y):
-        return 1.0
-    from scipy.stats import wilcoxon  # here, not at the top: scipy.stats takes ~1 s to import
-
-    return float(wilcoxon(x, y, alternative="two-sided").pvalue)
+    return wilcoxon_p(x - y)

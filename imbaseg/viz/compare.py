@@ -1,17 +1,16 @@
-"""``compare``: a qualitative grid of several runs' predictions, and their metrics with paired tests.
+"""``compare``: a qualitative grid of several evaluated runs' predictions, and their comparison table.
 
 Rows: per dataset (in the order the runs are given) the selected images. Columns: Original, Ground
 truth, then one per run of that dataset, titled with its loss label and "Dice=0.921" from the run's
-``eval/<split>/per_image.csv``. Predictions are those ``evaluate`` saved (``predictions/<id>.png``);
-a run without them is evaluated first. Next to ``<stem>.png`` and ``<stem>.pdf`` come
-``<stem>_comparison.csv`` and ``<stem>_comparison.md`` (mean [95% bootstrap CI] of Dice, IoU and HD95
-per run, paired Wilcoxon p-values between the runs of each dataset).
+``eval/<split>/per_image.csv``. Predictions are those ``evaluate`` saved (``predictions/<id>.png``); a
+run without them is a UserError naming the ``imbaseg evaluate`` command to run. Next to ``<stem>.png``
+and ``<stem>.pdf`` come ``<stem>_comparison.csv`` and ``<stem>_comparison.md``, written by
+``imbaseg.evaluation.comparison`` (the same format and numbers as ``imbaseg evaluate RUN...``).
+This module only selects images and draws.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,142 +18,61 @@ from pathlib import Path
 import numpy as np
 
 from imbaseg.errors import UserError, lookup, suggestion
+from imbaseg.evaluation.comparison import EvaluatedRun, Group
 from imbaseg.viz.colors import error_map, legend_handles
 from imbaseg.viz.grid import DPI, Margins, font_size, line_inches, panel_grid, row_label, save_figure, show
-from imbaseg.viz.labels import compact, dataset_title, loss_label
+from imbaseg.viz.labels import compact, dataset_title
 
 SELECT_MODES = ("gap", "best", "worst", "median", "ids")
-TABLE_METRICS = ("dice", "iou", "hd95")
-METRIC_TITLES = {"dice": "Dice", "iou": "IoU", "hd95": "HD95"}
 MAX_PANEL_PX = 600  # panels as wide as the widest image (up to this): masks are not shrunk by much
 MIN_PANEL_IN = 2.2  # "Boundary Gaussian + DoU Loss" fits on one line at 9 pt
 TITLE_PAD_IN = 0.15  # titles stay this much narrower than their panel, so neighbours never touch
 
 
 @dataclass
-class RunData:
-    """One evaluated run: where it is, its dataset, label, per-image metrics (a DataFrame indexed by id)."""
+class FigureRun:
+    """An evaluated run with saved predictions, and where its prepared images are."""
 
-    run_dir: Path
-    dataset: str
-    loss: dict
-    label: str
-    eval_dir: Path
+    run: EvaluatedRun
     prepared: Path
-    per_image: object  # pandas.DataFrame
+
+    @property
+    def label(self) -> str:
+        return self.run.label
+
+    @property
+    def predictions(self) -> Path:
+        from imbaseg.training.run_dir import RunDir
+
+        return RunDir(self.run.run_dir).predictions_dir(self.run.split)
 
 
 # ----------------------------------------------------------------------------- loading runs
 
 
-def _read_config(run_dir: Path):
-    from imbaseg.config import load_config
+def load_figure_run(run_dir, split: str = "test", root=None) -> FigureRun:
+    """An evaluated run whose predictions are all saved; else a UserError naming the evaluate command."""
+    from imbaseg.evaluation.comparison import evaluate_command, load_evaluated
+    from imbaseg.evaluation.evaluate import run_prepared
+    from imbaseg.training.run_dir import RunDir
 
-    if not run_dir.is_dir():
-        raise UserError(f"run folder not found: {run_dir}")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no config.yaml): pass runs/<dataset>/<loss>/<name>")
-    return load_config(path)
-
-
-def _has_checkpoint(run_dir: Path) -> bool:
-    return any((run_dir / "checkpoints" / f"{c}.pt").is_file() for c in ("best", "last"))
-
-
-def _eval_complete(eval_dir: Path) -> bool:
-    """per_image.csv exists and every id in it has a saved prediction."""
-    path = eval_dir / "per_image.csv"
-    if not path.is_file():
-        return False
-    with open(path, newline="", encoding="utf-8") as f:
-        ids = [r.get("id", "") for r in csv.DictReader(f)]
-    return bool(ids) and all((eval_dir / "predictions" / f"{i}.png").is_file() for i in ids)
-
-
-def read_per_image(eval_dir: Path):
-    """per_image.csv as a DataFrame indexed by id (ids as strings); UserError naming missing columns."""
-    import pandas as pd
-
-    path = eval_dir / "per_image.csv"
-    df = pd.read_csv(path, dtype={"id": str}, keep_default_na=False)
-    missing = [c for c in ("id", *TABLE_METRICS) if c not in df.columns]
+    run = load_evaluated(run_dir, split, data_root=root)
+    folder = RunDir(run.run_dir).predictions_dir(split)
+    missing = [i for i in run.per_image.ids if not (folder / f"{i}.png").is_file()]
     if missing:
-        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}: rerun imbaseg evaluate on the run")
-    return df.set_index("id", drop=False)
-
-
-def load_run_data(
-    run_dir, split: str = "test", checkpoint: str = "best", root=None, device: str = "auto", console=None
-) -> RunData:
-    """A run's config, evaluation and prepared data; runs ``evaluate_run`` when predictions are missing."""
-    from imbaseg.evaluation.evaluate import locate_prepared
-
-    run_dir = Path(run_dir)
-    cfg = _read_config(run_dir)
-    eval_dir = run_dir / "eval" / split
-    if not _eval_complete(eval_dir):
-        if not _has_checkpoint(run_dir):
-            raise UserError(
-                f"{run_dir} has no eval/{split}/per_image.csv with predictions and no checkpoint to "
-                "compute them: train it first (imbaseg train) or pass an evaluated run folder"
-            )
-        from imbaseg.evaluation.evaluate import evaluate_run
-
-        if console is not None:
-            console.print(f"[dim]{run_dir}: no saved predictions for '{split}'; evaluating it first[/]")
-        evaluate_run(
-            run_dir, split=split, checkpoint=checkpoint, device=device, data_root=root, console=console
-        )
-    prepared = locate_prepared(cfg, run_dir, root)
-    loss = {"name": cfg.loss.name, "params": dict(cfg.loss.params), "terms": cfg.loss.terms}
-    return RunData(run_dir, cfg.data.dataset, loss, "", eval_dir, prepared, read_per_image(eval_dir))
-
-
-def group_by_dataset(runs: list[RunData]) -> dict[str, list[RunData]]:
-    """{dataset: runs}, datasets in order of first appearance, runs in the order given."""
-    groups: dict[str, list[RunData]] = {}
-    for r in runs:
-        groups.setdefault(r.dataset, []).append(r)
-    return groups
-
-
-def assign_labels(runs: list[RunData], labels: list[str] | None = None) -> None:
-    """Set ``run.label``: from ``labels`` (one per run, or one per column when every dataset has that many
-    runs), else the loss label; parameters, then the folder name, are added only to tell runs apart."""
-    groups = group_by_dataset(runs)
-    if labels:
-        if len(labels) == len(runs):
-            for r, lab in zip(runs, labels, strict=True):
-                r.label = lab
-            return
-        if all(len(g) == len(labels) for g in groups.values()):
-            for g in groups.values():
-                for r, lab in zip(g, labels, strict=True):
-                    r.label = lab
-            return
         raise UserError(
-            f"got {len(labels)} --labels for {len(runs)} runs: give one per run, or one per column "
-            "when every dataset has the same number of runs"
+            f"{run.run_dir} has no saved prediction for {len(missing)} image(s) of the {split} split "
+            f"(e.g. {folder / (missing[0] + '.png')}): run {evaluate_command(run.run_dir, split, root)} first"
         )
-    for g in groups.values():
-        for r in g:
-            r.label = loss_label(r.loss["terms"] or r.loss["name"])
-        for fmt in (lambda r: loss_label(r.loss), lambda r: f"{loss_label(r.loss)} ({r.run_dir.name})"):
-            names = [r.label for r in g]
-            for r in g:
-                if names.count(r.label) > 1:
-                    r.label = fmt(r)
+    return FigureRun(run, run_prepared(RunDir(run.run_dir).config(), run.run_dir, root))
 
 
 # ----------------------------------------------------------------------------- choosing images
 
 
-def dice_matrix(runs: list[RunData]) -> tuple[list[str], np.ndarray]:
-    """Ids common to all ``runs`` (in the first run's order) and their Dice, shape (n_ids, n_runs)."""
-    ids = [i for i in runs[0].per_image.index if all(i in r.per_image.index for r in runs[1:])]
-    d = np.array([[float(r.per_image.at[i, "dice"]) for r in runs] for i in ids], dtype=np.float64)
-    return ids, d.reshape(len(ids), len(runs))
+def dice_matrix(group: Group) -> tuple[list[str], np.ndarray]:
+    """The group's image ids (sorted as text) and their Dice, shape (n_ids, n_runs)."""
+    return list(group.ids), group.array("dice")[:, 0, :].T
 
 
 def select_ids(ids: list[str], dice: np.ndarray, mode: str = "gap", n: int = 1) -> list[str]:
@@ -179,35 +97,24 @@ def select_ids(ids: list[str], dice: np.ndarray, mode: str = "gap", n: int = 1) 
     return [ids[k] for k in order[:n]]
 
 
-def choose_rows(
-    groups: dict[str, list[RunData]], mode: str, n: int, ids: list[str] | None
-) -> list[tuple[str, str]]:
-    """[(dataset, id)] in figure order. mode "ids": the given ids, each in the dataset(s) that have it."""
+def choose_rows(groups: list[Group], mode: str, n: int, ids: list[str] | None) -> list[tuple[int, str]]:
+    """[(group index, id)] in figure order. mode "ids": the given ids, each in the group(s) that have it."""
     if mode == "ids" and not ids:
         raise UserError("--select ids needs --ids ID [ID ...]")
     if ids and mode != "ids":
         mode = "ids"  # --ids alone means these images
-    rows, seen = [], set()
-    for dataset, runs in groups.items():
-        common, dice = dice_matrix(runs)
-        if not common:
-            raise UserError(
-                f"the runs on '{dataset}' share no image ids in their per_image.csv: "
-                "evaluate them on the same split"
-            )
-        if mode == "ids":
-            chosen = [i for i in ids if i in common]
-            seen.update(chosen)
-        else:
-            chosen = select_ids(common, dice, mode, n)
-        rows += [(dataset, i) for i in chosen]
+    rows = []
+    for gi, g in enumerate(groups):
+        common, dice = dice_matrix(g)
+        chosen = [i for i in ids if i in common] if mode == "ids" else select_ids(common, dice, mode, n)
+        rows += [(gi, i) for i in chosen]
     if mode == "ids":
-        every = [i for runs in groups.values() for i in dice_matrix(runs)[0]]
+        seen = {i for _, i in rows}
+        every = [i for g in groups for i in g.ids]
         for i in ids:
             if i not in seen:
-                raise UserError(
-                    f"image id '{i}' is in none of the runs' per_image.csv.{suggestion(i, every)}"
-                )
+                hint = suggestion(i, every)
+                raise UserError(f"image id '{i}' is in none of the runs' per_image.csv.{hint}")
     return rows
 
 
@@ -226,7 +133,8 @@ class Row:
     labels: list[str]
 
 
-def load_row(runs: list[RunData], sample_id: str) -> Row:
+def load_row(runs: list[FigureRun], sample_id: str) -> Row:
+    """One figure row: the prepared image, mask and FOV of ``sample_id`` and each run's saved prediction."""
     from imbaseg.data.io import read_image, read_mask
 
     prepared = runs[0].prepared
@@ -236,15 +144,16 @@ def load_row(runs: list[RunData], sample_id: str) -> Row:
     fov = read_mask(fov_path) > 127 if fov_path.is_file() else None
     preds = []
     for r in runs:
-        p = read_mask(r.eval_dir / "predictions" / f"{sample_id}.png") > 127
+        path = r.predictions / f"{sample_id}.png"
+        p = read_mask(path) > 127
         if p.shape != target.shape:
             raise UserError(
-                f"{r.eval_dir / 'predictions' / (sample_id + '.png')} is {p.shape[1]}x{p.shape[0]} but "
-                f"the mask is {target.shape[1]}x{target.shape[0]}: rerun imbaseg evaluate on {r.run_dir}"
+                f"{path} is {p.shape[1]}x{p.shape[0]} but the mask is {target.shape[1]}x{target.shape[0]}: "
+                f"rerun imbaseg evaluate on {r.run.run_dir}"
             )
         preds.append(p)
-    dice = [float(r.per_image.at[sample_id, "dice"]) for r in runs]
-    return Row(runs[0].dataset, sample_id, image, target, fov, preds, dice, [r.label for r in runs])
+    dice = [r.run.per_image.value(sample_id, "dice") for r in runs]
+    return Row(runs[0].run.dataset, sample_id, image, target, fov, preds, dice, [r.label for r in runs])
 
 
 def text_width_pt(text: str, fontsize: float) -> float:
@@ -325,159 +234,10 @@ def render_comparison(rows: list[Row], dpi: int = DPI, fontsize: float | None = 
     return fig, axes
 
 
-# ----------------------------------------------------------------------------- tables
-
-
-def summary_rows(groups: dict[str, list[RunData]], n_boot: int = 10_000) -> list[dict]:
-    """Per run and metric: mean and 95% bootstrap CI over the run's images."""
-    from imbaseg.metrics import summarize
-
-    out = []
-    for dataset, runs in groups.items():
-        for r in runs:
-            for m in TABLE_METRICS:
-                s = summarize(r.per_image[m].astype(float).to_numpy(), n_boot=n_boot)
-                out.append(
-                    {
-                        "dataset": dataset,
-                        "kind": "summary",
-                        "label": r.label,
-                        "run": shown_path(r.run_dir),
-                        "other_label": "",
-                        "other_run": "",
-                        "metric": m,
-                        "n": s["n"],
-                        "mean": s["mean"],
-                        "ci_low": s["ci_low"],
-                        "ci_high": s["ci_high"],
-                        "p_value": None,
-                    }
-                )
-    return out
-
-
-def wilcoxon_rows(groups: dict[str, list[RunData]]) -> list[dict]:
-    """Per pair of runs of a dataset and metric: two-sided paired Wilcoxon p on their common images."""
-    from imbaseg.metrics import paired_wilcoxon
-
-    out = []
-    for dataset, runs in groups.items():
-        for i in range(len(runs)):
-            for j in range(i + 1, len(runs)):
-                a, b = runs[i], runs[j]
-                common = [k for k in a.per_image.index if k in b.per_image.index]
-                for m in TABLE_METRICS:
-                    x = a.per_image.loc[common, m].astype(float).to_numpy()
-                    y = b.per_image.loc[common, m].astype(float).to_numpy()
-                    p = paired_wilcoxon(x, y) if common else None
-                    out.append(
-                        {
-                            "dataset": dataset,
-                            "kind": "wilcoxon",
-                            "label": a.label,
-                            "run": shown_path(a.run_dir),
-                            "other_label": b.label,
-                            "other_run": shown_path(b.run_dir),
-                            "metric": m,
-                            "n": len(common),
-                            "mean": None,
-                            "ci_low": None,
-                            "ci_high": None,
-                            "p_value": p,
-                        }
-                    )
-    return out
-
-
-CSV_COLUMNS = (
-    "dataset",
-    "kind",
-    "label",
-    "run",
-    "other_label",
-    "other_run",
-    "metric",
-    "n",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "p_value",
-)
-
-
-def comparison_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in rows:
-        w.writerow(
-            [
-                "" if r[c] is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
-                for c in CSV_COLUMNS
-            ]
-        )
-    return buf.getvalue()
-
-
-def shown_path(path: Path) -> str:
-    """``path`` relative to the current directory when under it (tables stay free of machine paths)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _fmt(m: str, v: float) -> str:
-    return f"{v:.2f}" if m == "hd95" else f"{v:.3f}"
-
-
-def comparison_markdown(groups: dict[str, list[RunData]], rows: list[dict], split: str) -> str:
-    lines = [
-        f"# Comparison on the {split} split",
-        "",
-        "Mean [95% bootstrap CI] over the split's images (10,000 resamples); p: two-sided paired Wilcoxon "
-        "signed-rank test on the images both runs share. HD95 in pixels at the prepared images' size.",
-        "",
-    ]
-    for dataset, runs in groups.items():
-        n = max(len(r.per_image) for r in runs)
-        lines += [
-            f"## {dataset_title(dataset)} ({n} images)",
-            "",
-            "| Loss | " + " | ".join(METRIC_TITLES[m] for m in TABLE_METRICS) + " | run |",
-            "| --- " * (len(TABLE_METRICS) + 2) + "|",
-        ]
-        for r in runs:
-            cells = []
-            for m in TABLE_METRICS:
-                s = next(
-                    x
-                    for x in rows
-                    if x["kind"] == "summary" and x["run"] == shown_path(r.run_dir) and x["metric"] == m
-                )
-                cells.append(f"{_fmt(m, s['mean'])} [{_fmt(m, s['ci_low'])}, {_fmt(m, s['ci_high'])}]")
-            lines.append(f"| {r.label} | " + " | ".join(cells) + f" | `{shown_path(r.run_dir)}` |")
-        tests = [x for x in rows if x["kind"] == "wilcoxon" and x["dataset"] == dataset]
-        if tests:
-            lines += [
-                "",
-                "| A | B | " + " | ".join(f"p ({METRIC_TITLES[m]})" for m in TABLE_METRICS) + " |",
-                "| --- " * (len(TABLE_METRICS) + 2) + "|",
-            ]
-            pairs = list(dict.fromkeys((t["run"], t["other_run"]) for t in tests))
-            for a, b in pairs:
-                ts = {t["metric"]: t for t in tests if (t["run"], t["other_run"]) == (a, b)}
-                first = next(iter(ts.values()))
-                ps = ["n/a" if ts[m]["p_value"] is None else f"{ts[m]['p_value']:.3g}" for m in TABLE_METRICS]
-                lines.append(f"| {first['label']} | {first['other_label']} | " + " | ".join(ps) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- the command
 
 
-def default_out(runs: list[RunData], root=None) -> Path:
+def default_out(runs: list[FigureRun], root=None) -> Path:
     from imbaseg.paths import figures_dir
 
     labels = list(dict.fromkeys(compact(r.label) for r in runs))
@@ -485,6 +245,7 @@ def default_out(runs: list[RunData], root=None) -> Path:
 
 
 def table_paths(png: Path) -> tuple[Path, Path]:
+    """``<stem>_comparison.csv`` and ``<stem>_comparison.md`` next to the figure."""
     return png.with_name(f"{png.stem}_comparison.csv"), png.with_name(f"{png.stem}_comparison.md")
 
 
@@ -497,41 +258,42 @@ def compare(
     labels: list[str] | None = None,
     out: str | os.PathLike | None = None,
     root=None,
-    checkpoint: str = "best",
-    device: str = "auto",
     dpi: int = DPI,
-    console=None,
 ) -> dict:
-    """Render the comparison grid and write its tables. Returns {png, pdf, csv, md, rows: [(dataset, id)]}."""
-    from imbaseg.paths import atomic_write_text
+    """Render the comparison grid of evaluated runs and write their comparison tables next to it.
+
+    Returns {png, pdf, csv, md, rows: [(dataset, id)], labels, comparison, figsize, dpi}.
+    """
+    from imbaseg.evaluation.comparison import (
+        check_distinct,
+        compare_groups,
+        group_runs,
+        label_runs,
+        write_comparison,
+    )
     from imbaseg.viz.grid import output_paths
 
-    run_dirs = [Path(r) for r in run_dirs]
-    if not run_dirs:
-        raise UserError("no run folder given: pass one or more RUN_DIRs")
-    if len({p.resolve() for p in run_dirs}) != len(run_dirs):
-        raise UserError("the same run folder is given twice; pass each run once")
+    run_dirs = check_distinct(run_dirs)
     lookup(select, {m: m for m in SELECT_MODES}, "selection mode")
-    runs = [load_run_data(r, split, checkpoint, root, device, console) for r in run_dirs]
-    assign_labels(runs, labels)
-    groups = group_by_dataset(runs)
+    runs = [load_figure_run(r, split, root) for r in run_dirs]
+    label_runs([r.run for r in runs], labels)
+    groups = group_runs([r.run for r in runs])
+    by_dir = {r.run.run_dir: r for r in runs}
     chosen = choose_rows(groups, select, n, ids)
-    rows = [load_row(groups[dataset], i) for dataset, i in chosen]
+    rows = [load_row([by_dir[e.runs[0].run_dir] for e in groups[gi].entries], i) for gi, i in chosen]
     fig, _ = render_comparison(rows, dpi)
     png, _ = output_paths(out or default_out(runs, root))
     png, pdf = save_figure(fig, png, dpi)
-    table = summary_rows(groups) + wilcoxon_rows(groups)
-    csv_path, md_path = table_paths(png)
-    atomic_write_text(csv_path, comparison_csv(table))
-    atomic_write_text(md_path, comparison_markdown(groups, table, split))
+    comparison = compare_groups(groups)
+    csv_path, md_path = write_comparison(comparison, *table_paths(png))
     return {
         "png": png,
         "pdf": pdf,
         "csv": csv_path,
         "md": md_path,
-        "rows": chosen,
+        "rows": [(groups[gi].dataset, i) for gi, i in chosen],
         "labels": [r.label for r in runs],
-        "table": table,
+        "comparison": comparison,
         "figsize": tuple(fig.get_size_inches()),
         "dpi": dpi,
     }

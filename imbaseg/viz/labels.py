@@ -1,4 +1,5 @@
-"""Readable names for figures: loss labels ("Boundary Gaussian Loss") and dataset titles ("CVC-ClinicDB").
+"""Readable names for figures and tables: loss labels ("Boundary Gaussian Loss"), dataset titles
+("CVC-ClinicDB") and metric titles ("HD95").
 
 Pure string functions (no torch, no matplotlib). A registry name that is not in ``LOSS_LABELS`` falls
 back to its words in title case, so every loss, new ones included, gets a label.
@@ -43,6 +44,21 @@ DATASET_TITLES = {
     "synthetic-lesion": "Synthetic lesions",
 }
 
+METRIC_TITLES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "precision": "Precision",
+    "recall": "Recall",
+    "specificity": "Specificity",
+    "accuracy": "Accuracy",
+    "hd95": "HD95",
+    "assd": "ASSD",
+    "nsd": "NSD",
+    "cldice": "clDice",
+    "auc_roc": "AUC-ROC",
+    "auc_pr": "AUC-PR",
+}
+
 ACRONYMS = {"bce": "BCE", "ce": "CE", "dt": "DT", "iou": "IoU", "dou": "DoU", "hd": "HD", "wce": "WCE"}
 PARAM_SYMBOLS = {"sigma": "σ", "lambda_dou": "λ", "alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ"}
 
@@ -50,6 +66,11 @@ PARAM_SYMBOLS = {"sigma": "σ", "lambda_dou": "λ", "alpha": "α", "beta": "β",
 def dataset_title(name: str) -> str:
     """'cvc' -> 'CVC-ClinicDB'; an unknown name is returned unchanged."""
     return DATASET_TITLES.get(str(name), str(name))
+
+
+def metric_title(name: str) -> str:
+    """'hd95' -> 'HD95'; an unknown name is returned unchanged."""
+    return METRIC_TITLES.get(str(name), str(name))
 
 
 def _split_top(text: str, sep: str) -> list[str]:

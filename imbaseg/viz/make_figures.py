@@ -5,8 +5,9 @@
    absent is replaced by its synthetic stand-in (polyp, lesion, vessel).
 2. ``Figures/boundary_weights.png``: ``visualize_weights`` on those prepared images (native size).
 3. Trains a small U-Net (16 base channels, AdamW, cosine schedule) with Dynamit batch-wise, Boundary
-   Gaussian and Boundary DoU on each dataset, evaluates the test split, and renders
-   ``Figures/Dynamit_vs_BoundaryGaussian.png`` and ``Figures/BoundaryGaussian_vs_BoundaryDoU.png``.
+   Gaussian and Boundary DoU on each dataset, evaluates the test split (``evaluate_run``, which saves
+   the predictions), then renders ``Figures/Dynamit_vs_BoundaryGaussian.png`` and
+   ``Figures/BoundaryGaussian_vs_BoundaryDoU.png`` with ``compare`` (each with its ``_comparison.csv/.md``).
 
 A finished run with the same config is reused (``--fresh`` retrains). The budget (sizes, epochs,
 seconds per run, test Dice) is printed at the end and returned by ``make_figures``.
@@ -164,17 +165,19 @@ def _history_seconds(run_dir: Path) -> float:
         return sum(float(r.get("seconds") or 0.0) for r in csv.DictReader(f))
 
 
-def evaluate_one(rec: RunRecord, work: Path, console) -> None:
+def evaluate_one(rec: RunRecord, work: Path) -> None:
+    """Evaluate the run on its test split (saving the predictions that ``compare`` draws), unless a
+    reused run already has that evaluation; records the time and the test Dice."""
     from imbaseg.evaluation.evaluate import evaluate_run
+    from imbaseg.evaluation.report import read_summary
+    from imbaseg.training.run_dir import RunDir
 
-    eval_dir = rec.run_dir / "eval" / "test"
-    if not (rec.reused and (eval_dir / "per_image.csv").is_file()):
+    rd = RunDir(rec.run_dir)
+    if not (rec.reused and rd.evaluated("test")):
         t0 = time.perf_counter()
-        evaluate_run(rec.run_dir, split="test", device="cpu", data_root=work, console=None)
+        evaluate_run(rec.run_dir, split="test", device="cpu", data_root=work)
         rec.eval_s = time.perf_counter() - t0
-    import json
-
-    rec.test_dice = json.loads((eval_dir / "summary.json").read_text())["metrics"]["dice"]["mean"]
+    rec.test_dice = read_summary(rd.summary_json("test"))["metrics"]["dice"]["mean"]
 
 
 def default_threads() -> int:
@@ -220,7 +223,7 @@ def make_figures(
         for loss in LOSSES:
             say(f"training {loss} on {name} ({epochs_for(name, budget.epochs)} epochs)")
             rec = train_one(name, loss, work, budget.epochs, fresh, None)
-            evaluate_one(rec, work, console)
+            evaluate_one(rec, work)
             runs[(name, loss)] = rec
             say(
                 f"  {rec.run_dir}: {rec.train_s:.0f} s training{' (reused)' if rec.reused else ''}, "
@@ -229,9 +232,7 @@ def make_figures(
     budget.runs = list(runs.values())
     for stem, pair in FIGURES.items():
         dirs = [runs[(name, loss)].run_dir for name in names for loss in pair]
-        c = compare(
-            dirs, split="test", n=1, select="gap", out=figures / f"{stem}.png", root=work, device="cpu"
-        )
+        c = compare(dirs, split="test", n=1, select="gap", out=figures / f"{stem}.png", root=work)
         budget.figures.append(c["png"])
         say(f"wrote {c['png']} ({', '.join(f'{d} #{i}' for d, i in c['rows'])})")
     budget.seconds = time.perf_counter() - t_start

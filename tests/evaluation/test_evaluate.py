@@ -14,14 +14,9 @@ from eval_helpers import DATASET, SPECS, fit_tiny, make_prepared, save_run, tiny
 from imbaseg.data.io import read_mask
 from imbaseg.errors import UserError
 from imbaseg.evaluation import evaluate as ev
-from imbaseg.evaluation.evaluate import (
-    PER_IMAGE_COLUMNS,
-    THRESHOLD_GRID,
-    best_threshold,
-    evaluate_run,
-    evaluate_runs,
-    threshold_counts,
-)
+from imbaseg.evaluation.evaluate import evaluate_run, evaluate_runs
+from imbaseg.evaluation.report import PER_IMAGE_COLUMNS
+from imbaseg.evaluation.threshold import THRESHOLD_GRID
 from imbaseg.metrics import METRIC_NAMES, auc_roc, compute_metrics, paired_wilcoxon, summarize
 
 TEST_IDS = [f"img{k:02d}" for k, s in enumerate(SPECS) if s[0] == "test"]
@@ -122,32 +117,6 @@ def test_rerun_replaces_only_when_complete(run_copy, monkeypatch):
     assert json.loads((out / "summary.json").read_text())["threshold"] == 0.3
 
 
-def test_threshold_counts_match_a_direct_count():
-    rng = np.random.default_rng(0)
-    probs = rng.random((20, 30)).astype(np.float32)
-    mask = rng.random((20, 30)) < 0.3
-    valid = rng.random((20, 30)) < 0.8
-    got = threshold_counts(probs, mask, valid)
-    for k, t in enumerate(THRESHOLD_GRID):
-        p, y = (probs >= np.float32(t))[valid], mask[valid]
-        assert tuple(got[k]) == (np.sum(p & y), np.sum(p & ~y), np.sum(~p & y), np.sum(~p & ~y))
-
-
-def test_best_threshold_picks_the_separating_value_nearest_half():
-    # foreground probabilities in [0.26, 0.34], background in [0, 0.18]: thresholds 0.20 and 0.25 both give
-    # Dice 1 on both images; the tie goes to the one nearer 0.5 -> 0.25
-    rng = np.random.default_rng(1)
-    counts = []
-    for _ in range(2):
-        mask = rng.random((16, 16)) < 0.2
-        probs = np.where(mask, rng.uniform(0.26, 0.34, mask.shape), rng.uniform(0.0, 0.18, mask.shape))
-        counts.append(threshold_counts(probs.astype(np.float32), mask, None))
-    thr, curve = best_threshold(counts)
-    assert thr == 0.25
-    assert curve[THRESHOLD_GRID.index(0.2)] == curve[THRESHOLD_GRID.index(0.25)] == 1.0
-    assert curve[THRESHOLD_GRID.index(0.5)] == 0.0  # nothing predicted -> Dice 0 on non-empty GT
-
-
 def test_auto_threshold_is_dice_optimal_on_val(run_copy, tiny_project):
     from imbaseg.evaluation.inference import Predictor, plan_for
 
@@ -195,18 +164,25 @@ def test_several_runs_write_a_comparison(tiny_project, tmp_path):
     out = tmp_path / "cmp"
     res = evaluate_runs([a, b], out=out, split="test", device="cpu")
     assert [Path(s["eval_dir"]) for s in res["runs"]] == [a / "eval" / "test", b / "eval" / "test"]
-    assert res["comparison"]["labels"] == ["a", "b"]
+    assert res["files"] == (out / "comparison.csv", out / "comparison.md")
     rows = read_rows(out / "comparison.csv")
-    assert [r["run"] for r in rows] == ["a", "b"]
-    for r, s in zip(rows, res["runs"], strict=True):
-        assert float(r["dice_mean"]) == pytest.approx(s["metrics"]["dice"]["mean"])
-        assert float(r["dice_ci_low"]) <= float(r["dice_mean"]) <= float(r["dice_ci_high"])
-    (test,) = res["comparison"]["tests"]
+    # the same loss twice: the readable label gets the folder name to tell the runs apart
+    assert {r["label"] for r in rows} == {"BCE Loss (a)", "BCE Loss (b)"}
+    assert {r["metric"] for r in rows} == set(METRIC_NAMES) and len(rows) == 2 * len(METRIC_NAMES)
+    for r in rows:
+        s = res["runs"][0 if r["label"].endswith("(a)") else 1]["metrics"][r["metric"]]
+        # each run's mean and CI in the comparison are its summary.json numbers
+        assert (float(r["mean"]), float(r["ci_low"]), float(r["ci_high"])) == pytest.approx(
+            (s["mean"], s["ci_low"], s["ci_high"]), rel=1e-9
+        )
+    (test,) = [r for r in rows if r["metric"] == "dice" and r["p_value"]]
     da = [float(r["dice"]) for r in read_rows(a / "eval" / "test" / "per_image.csv")]
     db = [float(r["dice"]) for r in read_rows(b / "eval" / "test" / "per_image.csv")]
-    assert test["n_common"] == 3 and test["p_value"] == pytest.approx(paired_wilcoxon(da, db))
+    assert test["reference"] == "BCE Loss (a)" and test["n_images"] == "3"
+    assert float(test["p_value"]) == pytest.approx(paired_wilcoxon(db, da))
+    assert float(test["p_holm"]) == float(test["p_value"])  # one comparison: Holm changes nothing
     md = (out / "comparison.md").read_text()
-    assert "| a |" in md and "| b |" in md and "Wilcoxon" in md
+    assert "BCE Loss (a) (reference)" in md and "| BCE Loss (b) | Dice |" in md and "Wilcoxon" in md
 
 
 def test_comparison_default_folder_and_duplicate_runs(run_copy, tmp_path, monkeypatch):
@@ -216,10 +192,12 @@ def test_comparison_default_folder_and_duplicate_runs(run_copy, tmp_path, monkey
     other = tmp_path / "other"
     shutil.copytree(run_copy, other)
     res = evaluate_runs([run_copy, other], split="test", device="cpu")
-    out = Path(res["comparison"]["out_dir"])
+    csv_path, md_path = res["files"]
+    out = csv_path.parent
     assert out.parent == tmp_path / "home" / "runs" and out.name.startswith("comparison-")
-    assert (out / "comparison.csv").is_file() and (out / "comparison.md").is_file()
-    assert res["comparison"]["tests"][0]["p_value"] == 1.0  # identical runs: all differences zero
+    assert csv_path.is_file() and md_path.is_file()
+    (dice,) = [r for r in res["comparison"].rows() if r["metric"] == "dice" and r["p_value"] is not None]
+    assert dice["p_value"] == 1.0  # identical runs: all differences zero
 
 
 # ----------------------------------------------------------------------------- bad input

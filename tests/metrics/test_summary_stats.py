@@ -4,18 +4,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import imbaseg.metrics.summary as summary_module
+import imbaseg.metrics.stats as stats_module
 from imbaseg.errors import UserError
 from imbaseg.metrics import SUMMARY_KEYS, bootstrap_means, paired_wilcoxon, summarize
+from imbaseg.metrics.stats import analyse, bootstrap_draws
 
 
 def reference_bootstrap(values, n_boot, seed):
-    """The plain loop: one resample at a time, indices floor(u * n) from the same generator."""
+    """The spec's loop (study.md, S = 1): one resample at a time, indices rng.integers(0, n, n)."""
     rng = np.random.default_rng(seed)
     v = np.asarray(values, dtype=float)
     means = []
     for _ in range(n_boot):
-        idx = (rng.random(v.size) * v.size).astype(int)
+        rng.integers(0, 1, 1)  # the seed draw of S = 1: consumes no random numbers
+        idx = rng.integers(0, v.size, v.size)
         means.append(sum(v[i] for i in idx) / v.size)
     return np.array(means)
 
@@ -45,8 +47,19 @@ def test_ci_is_deterministic_and_depends_on_the_seed():
 def test_chunking_does_not_change_the_resamples(monkeypatch):
     values = np.linspace(0, 1, 37) ** 2
     whole = bootstrap_means(values, n_boot=300, seed=7)
-    monkeypatch.setattr(summary_module, "_CHUNK", 100)  # 2 resamples per chunk
+    monkeypatch.setattr(stats_module, "_CHUNK", 100)  # 2 resamples per chunk
     np.testing.assert_array_equal(bootstrap_means(values, n_boot=300, seed=7), whole)
+
+
+def test_single_run_ci_equals_the_comparison_ci_bit_for_bit():
+    """summary.json's CI (summarize) is the S = 1 case of the comparison's analyse, inside a group too."""
+    rng = np.random.default_rng(5)
+    a, b = rng.beta(5, 2, size=33), rng.beta(4, 2, size=33)
+    group = analyse(np.stack([a, b])[:, None, :], bootstrap_draws(1, 33, 10_000, 0))
+    for k, v in enumerate((a, b)):
+        s = summarize(v)
+        assert (s["mean"], s["ci_low"], s["ci_high"]) == (group.mean[k], group.ci_low[k], group.ci_high[k])
+        assert (s["std"], s["median"]) == (group.image_sd[k], group.median[k])
 
 
 def test_ci_agrees_with_scipy_bootstrap_statistically():

@@ -16,16 +16,16 @@ from viz_helpers import write_prepared, write_run
 from imbaseg.cli import viz_cmds
 from imbaseg.cli.common import user_errors
 from imbaseg.errors import UserError
+from imbaseg.evaluation.comparison import label_runs, load_evaluated
+from imbaseg.evaluation.report import read_per_image
 from imbaseg.metrics import summarize
 from imbaseg.viz import colors
 from imbaseg.viz.compare import (
     MIN_PANEL_IN,
     Row,
-    assign_labels,
     compare,
+    load_figure_run,
     load_row,
-    load_run_data,
-    read_per_image,
     render_comparison,
     select_ids,
 )
@@ -94,8 +94,8 @@ def test_png_pixel_size_is_figsize_times_dpi(two_runs):
 
 def test_titles_carry_the_loss_label_and_the_dice_of_per_image_csv(two_runs):
     root, ra, rb, _ = two_runs
-    runs = [load_run_data(r, root=root) for r in (ra, rb)]
-    assign_labels(runs)
+    runs = [load_figure_run(r, root=root) for r in (ra, rb)]
+    label_runs([r.run for r in runs])
     fig, axes = render_comparison([load_row(runs, i) for i in ("a", "c")])
     for r, sample_id in enumerate(("a", "c")):
         assert axes[r][0].get_title() == "Original" and axes[r][1].get_title() == "Ground truth"
@@ -110,11 +110,10 @@ def test_titles_carry_the_loss_label_and_the_dice_of_per_image_csv(two_runs):
 
 def test_labels_one_per_run_or_per_column_and_disambiguation(two_runs):
     root, ra, rb, masks = two_runs
-    runs = [load_run_data(r, root=root) for r in (ra, rb)]
-    assign_labels(runs, ["A", "B"])
-    assert [r.label for r in runs] == ["A", "B"]
+    runs = [load_evaluated(r) for r in (ra, rb)]
+    assert label_runs(runs, ["A", "B"]) == ["A", "B"] == [r.label for r in runs]
     with pytest.raises(UserError, match="--labels"):
-        assign_labels(runs, ["A", "B", "C"])
+        label_runs(runs, ["A", "B", "C"])
     # two runs of the same loss: parameters are added, then the folder name
     rc = write_run(
         root,
@@ -134,9 +133,8 @@ def test_labels_one_per_run_or_per_column_and_disambiguation(two_runs):
         masks,
         params={"sigma": 4},
     )
-    runs = [load_run_data(r, root=root) for r in (rb, rc, rd)]
-    assign_labels(runs)
-    assert [r.label for r in runs] == [
+    runs = [load_evaluated(r) for r in (rb, rc, rd)]
+    assert label_runs(runs) == [
         "Boundary Gaussian Loss",
         "Boundary Gaussian (σ=4) Loss (r2)",
         "Boundary Gaussian (σ=4) Loss (r3)",
@@ -214,20 +212,24 @@ def test_tables_match_summarize_and_scipy_wilcoxon(two_runs):
     assert out["csv"].name == "t_comparison.csv" and out["md"].name == "t_comparison.md"
     with open(out["csv"]) as f:
         rows = list(csv.DictReader(f))
-    a, b = read_per_image(ra / "eval" / "test"), read_per_image(rb / "eval" / "test")
-    for run, df in ((ra, a), (rb, b)):
+    a, b = (
+        read_per_image(ra / "eval" / "test" / "per_image.csv"),
+        read_per_image(rb / "eval" / "test" / "per_image.csv"),
+    )
+    for label, per_image in (("Dynamit Batch-Wise Loss", a), ("Boundary Gaussian Loss", b)):
         for m in ("dice", "iou", "hd95"):
-            s = summarize(df[m].astype(float).to_numpy())
-            got = next(
-                r for r in rows if r["kind"] == "summary" and r["run"] == str(run) and r["metric"] == m
-            )
-            assert float(got["mean"]) == pytest.approx(s["mean"], rel=1e-5)
-            assert float(got["ci_low"]) == pytest.approx(s["ci_low"], rel=1e-5)
-    got = next(r for r in rows if r["kind"] == "wilcoxon" and r["metric"] == "dice")
-    x, y = a.loc[list("abcd"), "dice"].to_numpy(float), b.loc[list("abcd"), "dice"].to_numpy(float)
-    assert float(got["p_value"]) == pytest.approx(wilcoxon(x, y).pvalue, rel=1e-5)
+            s = summarize(per_image.column(m))
+            got = next(r for r in rows if r["label"] == label and r["metric"] == m)
+            assert float(got["mean"]) == pytest.approx(s["mean"], rel=1e-9)
+            assert float(got["ci_low"]) == pytest.approx(s["ci_low"], rel=1e-9)
+            assert float(got["ci_high"]) == pytest.approx(s["ci_high"], rel=1e-9)
+    got = next(r for r in rows if r["metric"] == "dice" and r["p_value"])
+    assert got["label"] == "Boundary Gaussian Loss" and got["reference"] == "Dynamit Batch-Wise Loss"
+    x, y = a.column("dice", list("abcd")), b.column("dice", list("abcd"))
+    assert float(got["p_value"]) == pytest.approx(wilcoxon(y, x).pvalue, rel=1e-9)
+    assert next(r for r in rows if r["metric"] == "hd95")["direction"] == "lower"
     md = out["md"].read_text()
-    assert "| Dynamit Batch-Wise Loss | Boundary Gaussian Loss |" in md and "p (Dice)" in md
+    assert "| Dynamit Batch-Wise Loss (reference) |" in md and "| Boundary Gaussian Loss | Dice |" in md
 
 
 # ----------------------------------------------------------------------------- errors
@@ -240,7 +242,7 @@ def test_errors_for_missing_runs_eval_and_checkpoint(two_runs):
     with pytest.raises(UserError, match="not a run folder"):
         compare([root / "runs"], root=root)
     shutil.rmtree(rb / "eval")
-    with pytest.raises(UserError, match="no eval/test/per_image.csv with predictions and no checkpoint"):
+    with pytest.raises(UserError, match=r"no evaluation of the test split .* run imbaseg evaluate .* first"):
         compare([ra, rb], root=root)
     with pytest.raises(UserError, match="same run folder"):
         compare([ra, ra], root=root)
@@ -289,7 +291,8 @@ def test_cli_compare_with_space_separated_labels(two_runs):
         and out.with_suffix(".pdf").is_file()
         and (root / "Figures" / "cli_comparison.md").is_file()
     )
-    assert "| Loss A | Loss B |" in (root / "Figures" / "cli_comparison.md").read_text()
+    md = (root / "Figures" / "cli_comparison.md").read_text()
+    assert "| Loss A (reference) |" in md and "| Loss B | Dice |" in md
 
 
 def test_cli_compare_error_is_one_red_line(two_runs):
@@ -313,8 +316,9 @@ def test_expand_variadic():
     assert f(["--sigma", "1", "--", "2"], names) == ["--sigma", "1", "--", "2"]
 
 
-def test_compare_runs_inference_when_predictions_are_missing(tiny_root, tmp_path):
+def test_compare_names_the_evaluate_command_when_predictions_are_missing(tiny_root, tmp_path):
     from imbaseg.config import from_dict
+    from imbaseg.evaluation.evaluate import evaluate_run
     from imbaseg.training.trainer import train
 
     cfg = from_dict(
@@ -329,14 +333,33 @@ def test_compare_runs_inference_when_predictions_are_missing(tiny_root, tmp_path
     )
     run = train(cfg).run_dir
     assert not (run / "eval").exists()
-    out = compare([run], out=tmp_path / "one.png", root=tiny_root, device="cpu")
-    from imbaseg.data.manifest import read_manifest
+    command = f"imbaseg evaluate {run} --split test --data-root {tiny_root}"
+    with pytest.raises(UserError, match=f"run {command} first"):
+        compare([run], out=tmp_path / "one.png", root=tiny_root)
+    assert not (run / "eval").exists()  # compare never evaluates
+    evaluate_run(run, split="test", device="cpu", data_root=tiny_root)
+    (
+        run
+        / "eval"
+        / "test"
+        / "predictions"
+        / sorted(read_per_image(run / "eval" / "test" / "per_image.csv").ids)[0]
+    ).with_suffix(".png").unlink()
+    with pytest.raises(UserError, match=f"no saved prediction for 1 image.* run {command} first"):
+        compare([run], out=tmp_path / "one.png", root=tiny_root)
+    evaluate_run(run, split="test", device="cpu", data_root=tiny_root)
+    out = compare([run], out=tmp_path / "one.png", root=tiny_root)
+    assert out["labels"] == ["Dice Loss"] and out["png"].is_file() and out["csv"].is_file()
 
-    per_image = read_per_image(run / "eval" / "test")
-    df = read_manifest(tiny_root / "data" / "prepared" / "synthetic-polyp")
-    assert sorted(per_image.index) == sorted(df.loc[df["split"] == "test", "id"])
-    assert all((run / "eval" / "test" / "predictions" / f"{i}.png").is_file() for i in per_image.index)
-    assert out["labels"] == ["Dice Loss"] and out["png"].is_file()
+
+def test_cli_compare_without_predictions_is_one_line_with_the_command(two_runs):
+    root, ra, rb, _ = two_runs
+    shutil.rmtree(rb / "eval" / "test" / "predictions")
+    res = CliRunner().invoke(_app(), ["compare", str(ra), str(rb), "--root", str(root)])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "imbaseg evaluate" in res.output and "--split test" in res.output
 
 
 def test_real_app_takes_space_separated_values(tmp_path):
