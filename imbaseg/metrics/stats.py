@@ -143,8 +143,8 @@ def _weighted_medians(d: np.ndarray, counts: np.ndarray) -> np.ndarray:
     order = np.argsort(d, kind="stable")
     ds = d[order]
     cum = np.cumsum(counts[:, order], axis=1, dtype=np.int32)
-    lo = ds[(cum <= (n - 1) // 2).sum(axis=1)]
-    hi = ds[(cum <= n // 2).sum(axis=1)]
+    lo = ds[np.count_nonzero(cum <= (n - 1) // 2, axis=1)]
+    hi = ds[np.count_nonzero(cum <= n // 2, axis=1)]
     return (lo + hi) / 2
 
 
@@ -157,18 +157,18 @@ def replicate_median_diffs(m, reference: int, draws: Draws) -> np.ndarray:
     m = _cube(m)
     _check_draws(m, draws)
     n_runs, _, n = m.shape
-    diff = m - m[reference]
+    others = [k for k in range(n_runs) if k != reference]
+    diff = m[others] - m[reference]
     patterns, inverse = draws.seed_patterns
     out = np.zeros((n_runs, draws.n_boot), dtype=np.float64)
     for p, seeds in enumerate(patterns):
         members = np.flatnonzero(inverse == p)
-        for k in range(n_runs):
-            if k == reference:
-                continue
-            d = diff[k][seeds].mean(axis=0)
-            for rows in _row_chunks(members.size, n):
-                sel = members[rows]
-                out[k, sel] = _weighted_medians(d, draws.image_counts[sel])
+        d = diff[:, seeds].mean(axis=1)  # (K, n): the drawn-seed mean of each run's differences
+        for rows in _row_chunks(members.size, n):
+            sel = members[rows]
+            counts = draws.image_counts[sel]
+            for j, k in enumerate(others):
+                out[k, sel] = _weighted_medians(d[j], counts)
     return out
 
 
