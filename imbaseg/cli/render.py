@@ -13,6 +13,14 @@ from collections.abc import Callable, Iterator
 from imbaseg.cli.common import console
 
 
+def _counting_progress():
+    """A transient rich Progress: description, bar, done/total, time left."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
+
+
 @contextlib.contextmanager
 def progress_bar(label: str, total: int | None = None, show: bool | None = None) -> Iterator[Callable]:
     """A transient bar; yields ``advance(done=None, total=None)`` (no argument: one more item done).
@@ -23,16 +31,7 @@ def progress_bar(label: str, total: int | None = None, show: bool | None = None)
     if not show:
         yield lambda *a, **k: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    prog = _counting_progress()
     task = prog.add_task(label, total=total)
 
     def advance(done: int | None = None, new_total: int | None = None) -> None:
@@ -223,16 +222,7 @@ def stage_progress(show: bool | None = None) -> Iterator[Callable]:
     if not show:
         yield lambda *a, **k: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = _counting_progress()
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:

@@ -92,22 +92,23 @@ def _finite(x: float) -> float | None:
 def evaluate_split(
     predictor,
     data: SplitData,
-    out: Path,
+    predictions: Path,
     threshold: float,
     hd_convention: str,
     nsd_tau: float,
-    save_probabilities: bool,
+    probabilities: Path | None = None,
     progress=None,
 ) -> tuple[list[dict], dict]:
-    """Predict, threshold, measure and save every image of ``data`` into ``out``; (rows, auc dict).
+    """Predict, threshold and measure every image of ``data``; (rows, auc dict).
 
+    Writes ``predictions/<id>.png`` and, when ``probabilities`` is a folder, ``<id>.npy`` into it.
     progress: called as ``progress(done, total)`` after each image.
     """
     from imbaseg.data.io import write_png
 
-    (out / "predictions").mkdir(parents=True)
-    if save_probabilities:
-        (out / "probabilities").mkdir()
+    for folder in (predictions, probabilities):
+        if folder is not None:
+            folder.mkdir(parents=True)
     pool, rows = _AucPool(data.pixels), []
     for index, item_id in enumerate(data.ids):
         image, mask, fov = data.item(item_id)
@@ -124,9 +125,9 @@ def evaluate_split(
         }
         row.update(compute_metrics(pred, mask, fov, hd_convention=hd_convention, nsd_tau=nsd_tau))
         rows.append(row)
-        write_png(out / "predictions" / f"{item_id}.png", pred)
-        if save_probabilities:
-            np.save(out / "probabilities" / f"{item_id}.npy", probs.astype(np.float16))
+        write_png(predictions / f"{item_id}.png", pred)
+        if probabilities is not None:
+            np.save(probabilities / f"{item_id}.npy", probs.astype(np.float16))
         pool.add(index, probs, mask, fov)
         if progress:
             progress(index + 1, len(data.ids))
@@ -280,24 +281,31 @@ def _val_split(prepared: Path, in_channels: int) -> SplitData:
 
 
 def _run_split(run, data: SplitData, opts: _Options, thr: float, search, predictor, progress) -> dict:
-    """Fill a staging folder that replaces ``eval/<split>/`` whole once every file is written."""
+    """Fill a staging folder that replaces ``eval/<split>/`` whole once every file is written; the
+    names inside it are RunDir's."""
     from imbaseg.paths import staged_dir
     from imbaseg.training.run_dir import RunDir
 
-    target = RunDir(run.run_dir).eval_dir(data.split)
+    rd, split = RunDir(run.run_dir), data.split
+    target = rd.eval_dir(split)
     with staged_dir(target) as tmp:
+
+        def staged(path: Path) -> Path:
+            return tmp / path.relative_to(target)
+
         rows, aucs = evaluate_split(
             predictor,
             data,
-            tmp,
+            staged(rd.predictions_dir(split)),
             thr,
             opts.hd_convention,
             opts.nsd_tau,
-            opts.save_probabilities,
-            _stage(progress, f"evaluating {data.split}"),
+            staged(rd.probabilities_dir(split)) if opts.save_probabilities else None,
+            _stage(progress, f"evaluating {split}"),
         )
         summary = _summary(run, data, opts, thr, search, predictor, rows, aucs)
-        write_report(tmp, rows, summary)
+        files = (rd.per_image_csv(split), rd.summary_json(split), rd.summary_md(split))
+        write_report(rows, summary, *map(staged, files))
     return {**summary, "eval_dir": str(target)}
 
 

@@ -4,8 +4,8 @@
 - ``summary.json``: the run, the options, the AUCs and ``aggregate(rows)`` (``read_summary``);
 - ``summary.md``: the same as Markdown (``summary_markdown``).
 
-``write_report`` writes all three atomically into a folder (``evaluate`` fills a staging folder that
-replaces ``eval/<split>/`` whole).
+``write_report`` writes all three atomically (``evaluate`` fills a staging folder that replaces
+``eval/<split>/`` whole; the file names are ``imbaseg.training.run_dir.RunDir``'s).
 """
 
 from __future__ import annotations
@@ -139,14 +139,15 @@ def summary_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: str | os.PathLike, rows: list[dict], summary: dict) -> None:
-    """per_image.csv, summary.json and summary.md into ``folder``, each written atomically."""
+def write_report(
+    rows: list[dict], summary: dict, per_image: Path, summary_json: Path, summary_md: Path
+) -> None:
+    """per_image.csv, summary.json and summary.md at the given paths (``RunDir``'s names), each atomically."""
     from imbaseg.paths import atomic_write_text
 
-    folder = Path(folder)
-    atomic_write_text(folder / "per_image.csv", per_image_csv(rows))
-    atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(folder / "summary.md", summary_markdown(summary))
+    atomic_write_text(per_image, per_image_csv(rows))
+    atomic_write_text(summary_json, json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(summary_md, summary_markdown(summary))
 
 
 def read_summary(path: str | os.PathLike) -> dict:
