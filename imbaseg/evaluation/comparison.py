@@ -200,7 +200,14 @@ def _check_same_images(dataset: str, split: str, runs: list[EvaluatedRun]) -> li
 
 
 def make_group(dataset: str, split: str, entries: list[Entry], reference: int = 0) -> Group:
-    """A group of entries (each with the same number of seeds) on the same images; UserError otherwise."""
+    """A group of entries (unique labels, each with the same number of seeds) on the same images;
+    UserError otherwise."""
+    labels = [e.label for e in entries]
+    if len(set(labels)) != len(labels):
+        dup = next(lab for lab in labels if labels.count(lab) > 1)
+        raise UserError(
+            f"the label '{dup}' is given to two runs of {dataset}/{split}: give each run its own label"
+        )
     seeds = {len(e.runs) for e in entries}
     if len(seeds) != 1 or 0 in seeds:
         raise UserError(

@@ -128,6 +128,9 @@ def test_groups_follow_dataset_and_split_and_refuse_different_images():
         group_runs([a, d])
     with pytest.raises(UserError, match="same number of runs"):
         make_group("cvc", "test", [Entry("A", [a]), Entry("C", [c, d])])
+    label_runs([a, c], ["X", "X"])  # --labels X X: the tables could not tell the runs apart
+    with pytest.raises(UserError, match="label 'X' is given to two runs of cvc/test"):
+        group_runs([a, c])
 
 
 def test_labels_are_unique_within_a_group():
