@@ -93,6 +93,14 @@ def is_stale(holder: dict[str, Any]) -> bool:
     return False
 
 
+def _is_self(holder: dict[str, Any]) -> bool:
+    return (
+        holder.get("host") == socket.gethostname()
+        and holder.get("pid") == os.getpid()
+        and holder.get("pid_start") == process_start(os.getpid())
+    )
+
+
 def read_holder(path: str | os.PathLike) -> dict[str, Any] | None:
     """The lock's content, or None when there is no lock; an unreadable lock gives ``{}``."""
     try:
@@ -159,6 +167,10 @@ def acquire(path: str | os.PathLike, what: str, **extra: Any) -> Lock:
             if holder == {} and _young(path):
                 time.sleep(0.2)  # being written right now
                 holder = read_holder(path) or {}
+            if holder and _is_self(holder):
+                # this very process holds it already (a study cell trains in-process): a nested
+                # hold that leaves the outer one in place when released
+                return Lock(path, holder, None, released=True)
             if holder and not is_stale(holder):
                 raise LockHeld(
                     f"{what} is in use by {describe(holder)}. Wait for it to finish; if that process "

@@ -69,5 +69,17 @@ def _register() -> None:
 _register()
 
 
+def _register_study() -> None:
+    try:
+        from imbaseg.cli.study_cmds import study_app
+    except ImportError:
+        app.command("study", help="[not available yet] study")(user_errors(_placeholder("study")))
+        return
+    app.add_typer(study_app, name="study")
+
+
+_register_study()
+
+
 def run() -> None:
     app()
