@@ -7,7 +7,11 @@
   into a hidden temp folder and renamed into ``data/raw/<dataset>/``: a corrupt archive leaves nothing.
 - Folders given with ``--from`` are linked, not copied (``copy=True`` copies): raw/<dataset>/ is a
   real folder holding ``download.json`` and a symlink to the user's data, which imbaseg only reads.
-- ``data/raw/<dataset>/download.json`` records each entry: URL or source, size, sha256, date.
+- ``data/raw/<dataset>/download.json`` records each entry: URL or source, size, sha256, date, and
+  the raw/ names it put there. It is the source of truth for "already imported" (same path and same
+  content: an archive's size + mtime, else its sha256; a copied folder's file list with sizes and
+  mtimes) and for who owns a raw/ entry: data from another source, or a source that changed since,
+  never replaces it without ``force``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from http.client import HTTPException
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -107,9 +111,23 @@ def read_record(raw: Path) -> dict:
         return {"entries": []}
 
 
+def _owned(entry: dict) -> list[str]:
+    """The raw/ names an entry put there: an archive's top-level entries, else its own name."""
+    return list(entry.get("entries") or [entry.get("name")])
+
+
+def _owner(raw: Path, name: str) -> dict | None:
+    """The latest download.json entry that put ``name`` into raw/ (None: not imbaseg's, or unknown)."""
+    return next((e for e in reversed(read_record(raw)["entries"]) if name in _owned(e)), None)
+
+
 def _save_record(raw: Path, dataset: str, entry: dict) -> None:
+    """Add ``entry``; drop earlier entries with its name or whose raw/ data it replaced."""
     record = read_record(raw)
-    record["entries"] = [e for e in record["entries"] if e.get("name") != entry["name"]] + [entry]
+    mine = set(_owned(entry))
+    record["entries"] = [
+        e for e in record["entries"] if e.get("name") != entry["name"] and not mine & set(_owned(e))
+    ] + [entry]
     record.update(dataset=dataset, imbaseg_version=__version__, updated=_now())
     atomic_write_text(raw / RECORD, json.dumps(record, indent=2) + "\n")
 
@@ -325,12 +343,18 @@ def _extract_into(path: Path, kind: str, out: Path) -> None:
             )
 
 
-def extract(path: Path, raw: Path, check: Callable[[Path], None] | None = None) -> list[Path]:
+def extract(
+    path: Path,
+    raw: Path,
+    check: Callable[[Path], None] | None = None,
+    replace: Callable[[Path], None] | None = None,
+) -> list[Path]:
     """Verify and unpack ``path`` into ``raw``; returns the top-level entries it created.
 
     Unpacks into ``raw/.extract-*``; ``check(temp_folder)`` may reject the content (UserError); then
     each top-level entry is renamed into ``raw`` (a lone top folder keeps its name, loose files go
-    into a folder named after the archive). Any failure removes the temp folder.
+    into a folder named after the archive). ``replace(existing_entry)`` is asked before anything in
+    ``raw`` is replaced and may refuse (UserError). Any failure removes the temp folder.
     """
     kind = archive_kind(path)
     if kind == "zip":
@@ -346,7 +370,7 @@ def extract(path: Path, raw: Path, check: Callable[[Path], None] | None = None) 
         _extract_into(path, kind, tmp)
         if check:
             check(tmp)
-        return _move_up(tmp, raw, archive_stem(path))
+        return _move_up(tmp, raw, archive_stem(path), replace)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise _disk_full(raw) from e
@@ -359,7 +383,7 @@ def extract(path: Path, raw: Path, check: Callable[[Path], None] | None = None) 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _move_up(tmp: Path, raw: Path, stem: str) -> list[Path]:
+def _move_up(tmp: Path, raw: Path, stem: str, replace: Callable[[Path], None] | None = None) -> list[Path]:
     entries = [p for p in tmp.iterdir() if p.name != "__MACOSX"]
     if len(entries) == 1 and entries[0].is_dir():
         moves = [(entries[0], raw / entries[0].name)]
@@ -369,10 +393,35 @@ def _move_up(tmp: Path, raw: Path, stem: str) -> list[Path]:
         for p in entries:
             os.rename(p, inner / p.name)
         moves = [(inner, raw / stem)]
+    for _, dst in moves:
+        if replace and (dst.exists() or dst.is_symlink()):
+            replace(dst)
     for src, dst in moves:
         _remove_entry(dst)
         os.rename(src, dst)
     return [dst for _, dst in moves]
+
+
+def planned_entries(path: Path) -> list[str] | None:
+    """The raw/ names extracting ``path`` will create (as ``_move_up`` names them), from the member
+    list alone; None for rar/7z, whose list is not read before extraction."""
+    kind = archive_kind(path)
+    if kind == "zip":
+        with zipfile.ZipFile(path) as zf:
+            members = [(i.filename, i.is_dir()) for i in zf.infolist()]
+    elif kind == "tar":
+        with tarfile.open(path) as tf:
+            members = [(m.name, m.isdir()) for m in tf.getmembers()]
+    else:
+        return None
+    parts = [(PurePosixPath(n.replace("\\", "/")).parts, d) for n, d in members]
+    if any(p and (p[0] == "/" or ".." in p) for p, _ in parts):
+        return None  # unsafe: extract() refuses it with the reason
+    parts = [(p, d) for p, d in parts if p and p[0] != "__MACOSX"]
+    tops = {p[0] for p, _ in parts}
+    if len(tops) == 1 and any(len(p) > 1 or d for p, d in parts):
+        return [tops.pop()]
+    return [archive_stem(path)]
 
 
 def _remove_entry(path: Path) -> None:
@@ -479,18 +528,52 @@ def _validator(name: str) -> Callable[[Path], None]:
     return lambda folder: src.find(folder)
 
 
-def _same_import(raw: Path, name: str, origin: str) -> bool:
-    return (
-        any(e.get("name") == name and e.get("from") == origin for e in read_record(raw)["entries"])
-        and (raw / name).exists()
+def _live(raw: Path, entry: dict) -> bool:
+    """``entry`` still owns every raw/ name it created, and they all exist."""
+    return all((raw / n).exists() and _owner(raw, n) == entry for n in _owned(entry))
+
+
+def _folder_fingerprint(path: Path) -> str:
+    """sha256 over every file's relative path, size and mtime_ns (stat only): changes when a file does."""
+    rows = []
+    for folder, _, files in os.walk(path):
+        for f in files:
+            st = os.stat(os.path.join(folder, f))
+            rows.append([os.path.relpath(os.path.join(folder, f), path), st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(sorted(rows)).encode()).hexdigest()
+
+
+def _refusal(raw: Path, dst: Path, new: Path, owner: dict | None) -> UserError:
+    if owner is None:
+        held = "data that download.json does not record"
+    elif owner.get("from") == str(new):
+        held = f"data imported from {new} on {owner.get('date', '?')}, which has changed since"
+    else:
+        source = owner.get("from") or owner.get("url") or "an unrecorded source"
+        held = f"data imported from {source} on {owner.get('date', '?')}"
+    return UserError(
+        f"'{dst}' already exists and holds {held}; importing {new} would replace it. "
+        "Add --force to replace it (or import into another --root)."
     )
+
+
+def _guard(raw: Path, new: Path, same_source: Callable[[dict], bool]) -> Callable[[Path], None]:
+    """A ``replace`` check: an existing raw/ entry may only be replaced by the source that made it."""
+
+    def check(dst: Path) -> None:
+        owner = _owner(raw, dst.name)
+        if owner is None or not same_source(owner):
+            raise _refusal(raw, dst, new, owner)
+
+    return check
 
 
 def import_path(name: str, path, root=None, force: bool = False, copy: bool = False) -> list[str]:
     """Bring an archive or folder into ``data/raw/<name>/``; returns lines saying what happened.
 
-    A folder holding no layout but archives imports each archive. Re-importing the same source is a
-    no-op; a different source under an existing name needs ``force``.
+    A folder holding no layout but archives imports each archive. Re-importing the same source (same
+    path and content, see the module docstring) is a no-op; replacing data that came from another
+    source, or from a source that has changed since, needs ``force`` (UserError naming the earlier one).
     """
     src = get_source(name)
     if src.kind == "synthetic":
@@ -518,12 +601,19 @@ def import_path(name: str, path, root=None, force: bool = False, copy: bool = Fa
 
 
 def _import_folder(dataset: str, path: Path, raw: Path, force: bool, copy: bool) -> str:
-    entry = raw / path.name
-    if _same_import(raw, path.name, str(path)) and not force:
-        return f"{path.name}: already imported from {path}"
+    entry, kind = raw / path.name, "copy" if copy else "link"
+    fp = _folder_fingerprint(path)
+
+    def same_source(e: dict) -> bool:  # a link shows the folder as it is now: its path is enough
+        return e.get("from") == str(path) and (e.get("kind") == "link" or e.get("fingerprint") == fp)
+
+    earlier = _owner(raw, path.name)
+    if not force and earlier and earlier.get("kind") == kind and same_source(earlier) and _live(raw, earlier):
+        if kind == "copy" or entry.resolve() == path:
+            return f"{path.name}: already imported from {path}"
     if entry.exists() or entry.is_symlink():
         if not force:
-            raise UserError(f"'{entry}' already exists (imported from elsewhere); add --force to replace it.")
+            _guard(raw, path, same_source)(entry)
         _remove_entry(entry)
     if copy:
         tmp = raw / f".copy-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -540,32 +630,57 @@ def _import_folder(dataset: str, path: Path, raw: Path, force: bool, copy: bool)
     _save_record(
         raw,
         dataset,
-        {"name": path.name, "from": str(path), "kind": "copy" if copy else "link", "date": _now()},
+        {"name": path.name, "from": str(path), "kind": kind, "fingerprint": fp, "date": _now()},
     )
     return f"{path.name}: {'copied' if copy else 'linked'} from {path}"
 
 
-def _import_archive(dataset: str, path: Path, raw: Path, force: bool, check) -> list[str]:
-    name = archive_stem(path)
-    stat = path.stat()
-    for e in read_record(raw)["entries"]:
-        if (
-            e.get("from") == str(path)
-            and e.get("size") == stat.st_size
-            and not force
-            and all((raw / n).exists() for n in e.get("entries", []))
-        ):
-            return [f"{path.name}: already imported"]
+def _earlier_import(raw: Path, path: Path, st: os.stat_result) -> tuple[dict | None, str | None]:
+    """(the live entry of an earlier import of this archive's content, or None; its sha256 if computed).
+
+    The same path, size and mtime is the same file without reading it; otherwise an entry of the same
+    size counts when its sha256 matches (the archive was moved or touched, not changed).
+    """
+    alike = [
+        e
+        for e in read_record(raw)["entries"]
+        if e.get("kind") == "archive" and e.get("size") == st.st_size and _live(raw, e)
+    ]
+    for e in alike:
+        if e.get("from") == str(path) and e.get("mtime_ns") == st.st_mtime_ns:
+            return e, e.get("sha256")
+    if not alike:
+        return None, None
     digest = sha256_of(path)
-    created = extract(path, raw, check)
+    return next((e for e in alike if e.get("sha256") == digest), None), digest
+
+
+def _import_archive(dataset: str, path: Path, raw: Path, force: bool, check) -> list[str]:
+    stat = path.stat()
+    same, digest = _earlier_import(raw, path, stat)
+    if same and not force:
+        also = "" if same.get("from") == str(path) else f" (the same content as {same.get('from')})"
+        return [f"{path.name}: already imported{also}"]
+    digest = digest or sha256_of(path)
+    guard = None if force else _guard(raw, path, lambda e: e.get("sha256") == digest)
+    if guard:
+        try:
+            planned = planned_entries(path)
+        except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError):
+            planned = None  # extract() checks the archive and says what is wrong with it
+        for name in planned or []:  # refuse before spending minutes on extraction
+            if (raw / name).exists() or (raw / name).is_symlink():
+                guard(raw / name)
+    created = extract(path, raw, check, guard)
     _save_record(
         raw,
         dataset,
         {
-            "name": name,
+            "name": archive_stem(path),
             "from": str(path),
             "kind": "archive",
             "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
             "sha256": digest,
             "entries": [p.name for p in created],
             "date": _now(),

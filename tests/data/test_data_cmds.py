@@ -96,3 +96,27 @@ def test_help_is_fast_and_torch_free():
 def test_download_refusals(tmp_path, dataset):
     res = invoke("download", dataset, "--root", tmp_path, "--from", tmp_path)
     assert isinstance(res.exception, UserError)
+
+
+def test_download_over_another_source_is_one_line_and_exit_2(shared_data, tmp_path):
+    import zipfile
+
+    from imbaseg.cli.common import user_errors
+
+    guarded = typer.Typer()
+    guarded.command("download")(user_errors(download))
+    guarded.command("prepare")(user_errors(prepare))
+    zips = []
+    for name, n in (("A.zip", 3), ("B.zip", 2)):  # two archives whose top folder is DRIVE/
+        zips.append(tmp_path / name)
+        with zipfile.ZipFile(zips[-1], "w") as zf:
+            for sub in ("images", "1st_manual", "mask"):
+                for f in sorted((shared_data / "DRIVE" / "training" / sub).iterdir())[:n]:
+                    zf.write(f, f"DRIVE/training/{sub}/{f.name}")
+    args = ["download", "drive", "--root", str(tmp_path), "--from"]
+    assert runner.invoke(guarded, [*args, str(zips[0])]).exit_code == 0
+    res = runner.invoke(guarded, [*args, str(zips[1])])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "A.zip" in lines[0] and "--force" in lines[0], res.output
+    assert runner.invoke(guarded, [*args, str(zips[1]), "--force"]).exit_code == 0

@@ -10,6 +10,8 @@ import errno
 import hashlib
 import io
 import json
+import os
+import shutil
 import socket
 import tarfile
 import threading
@@ -313,3 +315,167 @@ def test_instructions_and_refusals(tmp_path):
     with pytest.raises(UserError, match="not an archive"):
         (tmp_path / "notes.txt").write_text("x")
         dl.download("drive", root=tmp_path, sources=[tmp_path / "notes.txt"])
+
+
+# --- a second source never silently replaces the first (issue 10, item 5) -------------------------
+
+
+def _drive_zip(shared_data: Path, dest: Path, n: int, top: str = "DRIVE") -> Path:
+    """A zip of the first ``n`` DRIVE training pairs (image, vessels, field of view) under ``top/``."""
+    base = shared_data / "DRIVE" / "training"
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as zf:
+        for sub in ("images", "1st_manual", "mask"):
+            for f in sorted((base / sub).iterdir())[:n]:
+                zf.write(f, f"{top}/training/{sub}/{f.name}")
+    return dest
+
+
+def _drive_pairs(tmp_path: Path) -> int:
+    from imbaseg.data.sources import find_drive
+
+    return len(find_drive(raw_dir("drive", tmp_path)).pairs)
+
+
+def _entries(tmp_path: Path) -> list[dict]:
+    return json.loads((raw_dir("drive", tmp_path) / "download.json").read_text())["entries"]
+
+
+def test_second_archive_with_the_same_top_folder_needs_force(shared_data, tmp_path):
+    a = _drive_zip(shared_data, tmp_path / "A.zip", 20)
+    b = _drive_zip(shared_data, tmp_path / "B.zip", 5)
+    dl.download("drive", root=tmp_path, sources=[a])
+    assert _drive_pairs(tmp_path) == 20
+    with pytest.raises(UserError, match=f"holds data imported from {a} on .*importing {b}.*--force") as err:
+        dl.download("drive", root=tmp_path, sources=[b])
+    assert "\n" not in str(err.value)
+    assert _drive_pairs(tmp_path) == 20  # untouched
+    assert sorted(p.name for p in raw_dir("drive", tmp_path).iterdir()) == ["DRIVE", "download.json"]
+    assert dl.download("drive", root=tmp_path, sources=[a]) == ["A.zip: already imported"]
+    assert "extracted" in dl.download("drive", root=tmp_path, sources=[b], force=True)[0]
+    assert _drive_pairs(tmp_path) == 5
+    assert [e["name"] for e in _entries(tmp_path)] == ["B"]  # A's data is gone, so is its record
+    # A is another source now: not "already imported", and not silently put back either
+    with pytest.raises(UserError, match=f"imported from {b} on .*--force"):
+        dl.download("drive", root=tmp_path, sources=[a])
+    assert _drive_pairs(tmp_path) == 5
+    dl.download("drive", root=tmp_path, sources=[a], force=True)
+    assert _drive_pairs(tmp_path) == 20
+
+
+def test_refusal_comes_before_extraction(shared_data, tmp_path, monkeypatch):
+    a = _drive_zip(shared_data, tmp_path / "A.zip", 3)
+    b = _drive_zip(shared_data, tmp_path / "B.zip", 2)
+    dl.download("drive", root=tmp_path, sources=[a])
+
+    def no_extraction(*args):
+        raise AssertionError("extracted although the import is refused")
+
+    monkeypatch.setattr(dl, "_extract_into", no_extraction)
+    with pytest.raises(UserError, match="--force"):
+        dl.download("drive", root=tmp_path, sources=[b])
+    assert dl.download("drive", root=tmp_path, sources=[a]) == ["A.zip: already imported"]  # not extracted
+
+
+def test_refusal_after_extraction_when_the_member_list_is_unknown(shared_data, tmp_path, monkeypatch):
+    """rar/7z: the names are known only once extracted; the refusal then leaves raw/ as it was."""
+    a = _drive_zip(shared_data, tmp_path / "A.zip", 3)
+    b = _drive_zip(shared_data, tmp_path / "B.zip", 2)
+    dl.download("drive", root=tmp_path, sources=[a])
+    monkeypatch.setattr(dl, "planned_entries", lambda path: None)
+    with pytest.raises(UserError, match=f"imported from {a} .*--force"):
+        dl.download("drive", root=tmp_path, sources=[b])
+    assert _drive_pairs(tmp_path) == 3
+    assert sorted(p.name for p in raw_dir("drive", tmp_path).iterdir()) == ["DRIVE", "download.json"]
+
+
+def test_changed_moved_and_touched_archives(shared_data, tmp_path):
+    a = _drive_zip(shared_data, tmp_path / "A.zip", 3)
+    dl.download("drive", root=tmp_path, sources=[a])
+    moved = tmp_path / "elsewhere" / "DRIVE-copy.zip"
+    moved.parent.mkdir()
+    shutil.copyfile(a, moved)
+    assert dl.download("drive", root=tmp_path, sources=[moved]) == [
+        f"DRIVE-copy.zip: already imported (the same content as {a})"
+    ]
+    os.utime(a, (1, 1))  # touched, same bytes: the sha256 decides
+    assert dl.download("drive", root=tmp_path, sources=[a]) == ["A.zip: already imported"]
+    _drive_zip(shared_data, a, 4)  # a new download saved over the old one: another source
+    with pytest.raises(UserError, match=f"imported from {a} on .*, which has changed since.*--force"):
+        dl.download("drive", root=tmp_path, sources=[a])
+    assert _drive_pairs(tmp_path) == 3
+    dl.download("drive", root=tmp_path, sources=[a], force=True)
+    assert _drive_pairs(tmp_path) == 4
+    assert dl.download("drive", root=tmp_path, sources=[a]) == ["A.zip: already imported"]
+
+
+def test_record_left_by_older_versions_does_not_say_already_imported(shared_data, tmp_path):
+    """The old code recorded A and B both as owning DRIVE/ after B silently replaced A's data."""
+    a = _drive_zip(shared_data, tmp_path / "A.zip", 3)
+    b = _drive_zip(shared_data, tmp_path / "B.zip", 2)
+    raw = raw_dir("drive", tmp_path)
+    dl.download("drive", root=tmp_path, sources=[b])
+    old = [
+        {"name": n, "from": str(z), "kind": "archive", "size": z.stat().st_size, "entries": ["DRIVE"],
+         "sha256": hashlib.sha256(z.read_bytes()).hexdigest(), "date": "2025-01-01T00:00:00"}
+        for n, z in (("A", a), ("B", b))
+    ]  # fmt: skip
+    (raw / "download.json").write_text(json.dumps({"dataset": "drive", "entries": old}))
+    with pytest.raises(UserError, match=f"imported from {b} on 2025-01-01.*--force"):
+        dl.download("drive", root=tmp_path, sources=[a])
+    assert dl.download("drive", root=tmp_path, sources=[b]) == ["B.zip: already imported"]
+
+
+def test_raw_entry_not_recorded_is_not_replaced(shared_data, tmp_path):
+    mine = raw_dir("drive", tmp_path) / "DRIVE" / "notes.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own files")
+    with pytest.raises(UserError, match="holds data that download.json does not record.*--force"):
+        dl.download("drive", root=tmp_path, sources=[_drive_zip(shared_data, tmp_path / "A.zip", 2)])
+    assert mine.read_text() == "my own files"
+
+
+def test_copied_folder_that_changed_needs_force(shared_data, tmp_path):
+    src = tmp_path / "mine" / "CVC-ClinicDB"
+    shutil.copytree(shared_data / "samples" / "CVC-ClinicDB", src)
+    assert "copied" in dl.download("cvc", root=tmp_path, sources=[src], copy=True)[0]
+    assert "already imported" in dl.download("cvc", root=tmp_path, sources=[src], copy=True)[0]
+    # the same unchanged folder as a link instead of a copy: nothing is lost, no --force needed
+    assert "linked" in dl.download("cvc", root=tmp_path, sources=[src])[0]
+    assert "already imported" in dl.download("cvc", root=tmp_path, sources=[src])[0]
+    assert "copied" in dl.download("cvc", root=tmp_path, sources=[src], copy=True)[0]
+    (src / "Original" / "1.tif").unlink()
+    (src / "Ground Truth" / "1.tif").unlink()
+    with pytest.raises(UserError, match="which has changed since.*--force"):
+        dl.download("cvc", root=tmp_path, sources=[src], copy=True)
+    assert len(find_cvc(raw_dir("cvc", tmp_path)).pairs) == 20  # the earlier copy is kept
+    dl.download("cvc", root=tmp_path, sources=[src], copy=True, force=True)
+    assert len(find_cvc(raw_dir("cvc", tmp_path)).pairs) == 19
+
+
+@pytest.mark.parametrize(
+    "members, expected",
+    [
+        (["DRIVE/training/a.tif", "DRIVE/test/b.tif"], "DRIVE"),
+        (["DRIVE/", "DRIVE/a.tif", "__MACOSX/DRIVE/._a.tif"], "DRIVE"),
+        (["a.tif", "b.tif"], "pack"),  # loose files go into a folder named after the archive
+        (["a.tif"], "pack"),
+        (["DRIVE/a.tif", "other/b.tif"], "pack"),
+    ],
+)
+def test_planned_entries_match_what_extraction_creates(tmp_path, members, expected):
+    for kind, suffix in (("zip", ".zip"), ("tar", ".tar.gz")):
+        archive = tmp_path / kind / f"pack{suffix}"
+        archive.parent.mkdir()
+        if kind == "zip":
+            with zipfile.ZipFile(archive, "w") as zf:
+                for m in members:
+                    zf.writestr(m, "" if m.endswith("/") else "x")
+        else:
+            with tarfile.open(archive, "w:gz") as tf:
+                for m in members:
+                    info = tarfile.TarInfo("./" + m.rstrip("/"))
+                    info.type = tarfile.DIRTYPE if m.endswith("/") else tarfile.REGTYPE
+                    info.size = 0 if m.endswith("/") else 1
+                    tf.addfile(info, None if m.endswith("/") else io.BytesIO(b"x"))
+        assert dl.planned_entries(archive) == [expected]
+        assert [p.name for p in dl.extract(archive, tmp_path / kind / "raw")] == [expected]
