@@ -65,7 +65,14 @@ def prepare(
         False, "--skip-bad", help="Leave out bad pairs (and list them) instead of stopping."
     ),
     split_by_sequence: bool = typer.Option(
-        False, "--split-by-sequence", help="cvc: keep runs of near-identical consecutive frames in one split."
+        False,
+        "--split-by-sequence",
+        help="cvc: no two near-duplicate frames (judged over all pairs) in different splits.",
+    ),
+    sequence_threshold: float | None = typer.Option(  # noqa: UP007
+        None,
+        "--sequence-threshold",
+        help="cvc: similarity above which two frames are near-duplicates, in (0, 1] (default 0.75).",
     ),
     seed: int = typer.Option(42, "--seed", help="Seed of the random splits and of synthetic data."),
     n: int | None = typer.Option(None, "--n", help="synthetic-*: number of images."),  # noqa: UP007
@@ -87,6 +94,7 @@ def prepare(
         "workers": workers,
         "max_side": max_side,
         "split_by_sequence": True if split_by_sequence else None,
+        "sequence_threshold": sequence_threshold,
     }
     options = {k: v for k, v in options.items() if v is not None}
     with render.progress_bar("preparing") as advance:

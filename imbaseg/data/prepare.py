@@ -1,7 +1,8 @@
 """``imbaseg prepare``: raw layout -> checked, split, resized ``data/prepared/<name>/``.
 
 One pass reads every pair (threads; Pillow and numpy release the GIL), checks it, writes it into the
-writer's temp folder and keeps a 40x30 thumbnail for sequence detection. Problems (unreadable file,
+writer's temp folder and keeps a small grey thumbnail (``splits.thumbnail``) for the near-duplicate
+check of the CVC splits. Problems (unreadable file,
 missing mask, size mismatch, non-binary mask, mask without image) stop the prepare with their list
 unless ``skip_bad``; empty masks are only reported. Splits are assigned afterwards, over the pairs
 that passed. Nothing here prints: the CLI renders ``PrepareResult`` and ``imbalance_table``.
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from imbaseg import __version__
 from imbaseg.data import prepared as store
@@ -63,13 +63,6 @@ def target_shape(hw: tuple[int, int], size=None, max_side: int | None = None) ->
         s = max_side / max(h, w)
         return max(1, round(h * s)), max(1, round(w * s))
     return h, w
-
-
-def thumbnail(img: np.ndarray) -> np.ndarray:
-    """Grey 30x40 (H, W) float thumbnail in 0..1 for frame differences (splits.frame_difference)."""
-    grey = img if img.ndim == 2 else img.mean(axis=2)
-    im = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).resize((40, 30), Image.BOX)
-    return np.asarray(im, np.float32) / 255
 
 
 # --- one pair ------------------------------------------------------------------------------------
@@ -130,26 +123,26 @@ def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_
         source = str(pair.image)
     row = writer.write_sample(safe_name(pair.id), img, mask, fov, source=source)
     fg_in_fov = float(mask[fov].mean()) if fov is not None and fov.any() else None
-    return _Done(row, pair.split, thumbnail(img), fg_in_fov)
+    return _Done(row, pair.split, sp.thumbnail(img), fg_in_fov)
 
 
 # --- splits --------------------------------------------------------------------------------------
 
 
-def assign_splits(rule: str, done: list[_Done], seed: int, options: dict) -> dict[str, str]:
-    """id -> split for the pairs that passed, following the dataset's rule (see README "Splits")."""
+def assign_splits(
+    rule: str, done: list[_Done], seed: int, options: dict, report: dict | None = None
+) -> dict[str, str]:
+    """id -> split for the pairs that passed, following the dataset's rule (see README "Splits").
+
+    cvc also fills ``report`` (when given) with what ``prepare.json`` records under "split": the rule,
+    the near-duplicate measure and threshold, groups, target and final counts, and the closest pair of
+    frames in different splits (``splits.cross_split_report``).
+    """
     ids = sorted((d.row["id"] for d in done), key=sp.natural_key)
     if not ids:
         return {}
     if rule == "cvc":
-        counts = sp.cvc_counts(len(ids))
-        if options.get("split_by_sequence"):
-            thumbs = {d.row["id"]: d.thumb for d in done}
-            groups = sp.sequence_groups(
-                [thumbs[i] for i in ids], float(options.get("sequence_threshold") or sp.SEQUENCE_THRESHOLD)
-            )
-            return dict(zip(ids, sp.group_split(groups, counts, seed), strict=True))
-        return sp.random_split(ids, counts, seed)
+        return _cvc_split(ids, done, seed, options, report if report is not None else {})
     official = {d.row["id"]: d.official for d in done}
     if rule == "drive":
         k = int(options.get("val_count") or 4)  # the study held out 4 of the 20 training images
@@ -166,6 +159,94 @@ def assign_splits(rule: str, done: list[_Done], seed: int, options: dict) -> dic
         return _official_split(ids, official, seed)
     fractions = _fractions(options)
     return sp.random_split(ids, sp.split_counts(len(ids), fractions), seed)
+
+
+def sequence_threshold(options: dict) -> float:
+    """The near-duplicate threshold of a cvc prepare: ``sequence_threshold`` or splits.NEAR_DUPLICATE."""
+    value = options.get("sequence_threshold")
+    value = sp.NEAR_DUPLICATE if value is None else value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value <= 1:  # also NaN
+        raise UserError(
+            f"--sequence-threshold {options.get('sequence_threshold')} is out of range: give a similarity "
+            f"in (0, 1] (default {sp.NEAR_DUPLICATE})."
+        )
+    return value
+
+
+def split_fingerprint(rule: str, options: dict) -> dict:
+    """Extra prepare options naming the split method, so a folder split by an older method is rebuilt."""
+    if rule != "cvc" or not options.get("split_by_sequence"):
+        return {}
+    return {"split_method": "near-duplicate groups v1", "sequence_threshold": sequence_threshold(options)}
+
+
+def _cvc_split(ids: list[str], done: list[_Done], seed: int, options: dict, report: dict) -> dict[str, str]:
+    threshold, target = sequence_threshold(options), sp.cvc_counts(len(ids))
+    by_sequence = bool(options.get("split_by_sequence"))
+    thumbs = {d.row["id"]: d.thumb for d in done}
+    if not by_sequence:
+        split = sp.random_split(ids, target, seed)
+        if any(t is None for t in thumbs.values()):
+            return split  # nothing to measure the leak with (assign_splits called without thumbnails)
+    sim = sp.similarity_matrix([thumbs[i] for i in ids])
+    groups = sp.near_duplicate_groups(sim, threshold)
+    labels = sp.group_split(groups, target, seed) if by_sequence else [split[i] for i in ids]
+    counts = [labels.count(s) for s in sp.SPLITS]
+    sizes = np.bincount(groups)
+    report.update(
+        rule="whole near-duplicate groups (--split-by-sequence)" if by_sequence else "seeded random",
+        near_duplicate={"measure": sp.MEASURE, "threshold": threshold},
+        groups=len(sizes),
+        largest_group=int(sizes.max()),
+        target=dict(zip(sp.SPLITS, target, strict=True)),
+        counts=dict(zip(sp.SPLITS, counts, strict=True)),
+        **sp.cross_split_report(sim, ids, labels, threshold),
+    )
+    if by_sequence and report["cross_split_near_duplicate_pairs"]:
+        raise RuntimeError(f"near-duplicates across splits after grouping: {report}")  # a bug
+    empty = [s for s, c, t in zip(sp.SPLITS, counts, target, strict=True) if t and not c]
+    if by_sequence and empty:
+        big = int(np.argmax(sizes))
+        members = [i for i, g in zip(ids, groups, strict=True) if g == big]
+        raise UserError(
+            f"cannot split {len(ids)} frames by sequence: the {'/'.join(empty)} split(s) would be empty, "
+            f"because {sizes.max()} frames ({members[0]} ... {members[-1]}) form one near-duplicate group "
+            f"(chains of similarity > {threshold}). Raise --sequence-threshold or prepare without "
+            "--split-by-sequence."
+        )
+    return dict(zip(ids, labels, strict=True))
+
+
+def split_notes(report: dict) -> list[str]:
+    """One line for ``PrepareResult.notes`` from ``assign_splits``' report (none for other rules)."""
+    if not report:
+        return []
+    counts = "/".join(str(v) for v in report["counts"].values())
+    target = "/".join(str(v) for v in report["target"].values())
+    thr = report["near_duplicate"]["threshold"]
+    close = report["closest_cross_split_pair"]
+    closest = (
+        f"; closest frames in different splits: {close['ids'][0]} ({close['splits'][0]}) and "
+        f"{close['ids'][1]} ({close['splits'][1]}), similarity {close['similarity']:.2f}"
+        if close
+        else ""
+    )
+    if report["rule"].startswith("whole"):
+        head = (
+            f"split by sequence: {report['groups']} near-duplicate groups "
+            f"(largest {report['largest_group']}), no pair across splits above similarity {thr}; "
+            f"{counts} frames (target {target})"
+        )
+    else:
+        pairs = report["cross_split_near_duplicate_pairs"]
+        head = f"random split: {pairs} near-duplicate pair(s) (similarity > {thr}) lie across splits"
+        if pairs:
+            head += "; --split-by-sequence keeps them in one split"
+    return [head + closest]
 
 
 def _fractions(options: dict) -> tuple[float, float, float]:
@@ -308,6 +389,7 @@ def prepare(
     used = {"size": list(size) if size else None, "max_side": max_side, "seed": seed, "skip_bad": skip_bad}
     extra = {k: v for k, v in options.items() if k not in ("workers", "max_side")}
     used.update({k: str(v) if isinstance(v, Path) else v for k, v in extra.items()})
+    used.update(split_fingerprint(src.split_rule, options))
     files = [f for p in layout.pairs for f in (p.image, p.mask, p.fov) if f is not None] + layout.orphans
     fp = store.fingerprint(
         {"dataset": src.name, "options": used, "files": store.files_fingerprint(files, layout.root)}
@@ -347,9 +429,12 @@ def _write_real(
             raise _report_problems(src.name, target, problems)
         if not done:
             raise UserError(f"no usable pairs left in {src.name} after skipping {len(problems)} bad file(s).")
-        splits = assign_splits(src.split_rule, done, seed, options)
+        split_report: dict = {}
+        splits = assign_splits(src.split_rule, done, seed, options, split_report)
         rows = [{**d.row, "split": splits[d.row["id"]]} for d in done]
         info = _info(src.name, used, seed, fp, layout, problems, done, rows)
+        if split_report:
+            info["split"] = split_report
         writer.commit(rows, info)
     # the problem list of an earlier failed run is out of date now
     (target.parent / f"{target.name}.problems.txt").unlink(missing_ok=True)
@@ -359,7 +444,7 @@ def _write_real(
         info_counts(rows),
         problems,
         [d.row["id"] for d in done if d.row["fg_fraction"] == 0],
-        list(layout.notes),
+        list(layout.notes) + split_notes(split_report),
     )
 
 

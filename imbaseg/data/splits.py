@@ -1,7 +1,14 @@
-"""Train/val/test split rules: seeded proportional splits, held-out validation, sequence-aware CVC splits.
+"""Train/val/test split rules: seeded proportional splits, held-out validation, CVC splits by near-duplicates.
 
-Pure functions over id lists; nothing here reads files. Every random choice takes an explicit seed
-and uses ``numpy.random.default_rng(seed)``, so the same ids and seed give the same split anywhere.
+Pure functions over id lists and thumbnails; nothing here reads files. Every random choice takes an
+explicit seed and uses ``numpy.random.default_rng(seed)``, so the same ids and seed give the same split
+anywhere.
+
+Near-duplicates (``--split-by-sequence``): two frames are near-duplicates when ``similarity_matrix``
+says > ``NEAR_DUPLICATE``. The split's guarantee is judged over all pairs, not only neighbours: frames
+are grouped into the connected components of the near-duplicate graph and whole groups are dealt to
+the splits, so no near-duplicate pair lies across two splits. The README ("--split-by-sequence")
+gives the measurements behind the measure and its threshold; tests/data/test_splits.py re-measures them.
 """
 
 from __future__ import annotations
@@ -17,11 +24,20 @@ SPLITS = ("train", "val", "test")
 CVC_COUNTS = (392, 98, 122)  # the study's split of the 612 CVC-ClinicDB frames
 CVC_FRACTIONS = tuple(c / 612 for c in CVC_COUNTS)
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)  # folder datasets and the synthetic ones
-# Motion-compensated frame difference (see frame_difference; 0..1 on 40x30 grey thumbnails) above
-# which a new video sequence starts. On the shared CVC sample, a frame panned by up to 24 px or
-# brightened 15% differs from itself by <= 0.035 and zoomed 5% by ~0.055, while different frames
-# differ by 0.06 to 0.23 (5th percentile 0.08); tests/data/test_splits.py re-measures this.
-SEQUENCE_THRESHOLD = 0.05
+THUMB_HW = (24, 32)  # grey thumbnail (H, W): one pixel is a 12x12 block of a 288x384 CVC frame
+DETAIL_SIGMA = 3.0  # thumbnail px; the Gaussian blur subtracted: every colonoscopy frame shares its layout
+MARGIN = 4  # thumbnail px left out on each side: the black octagon around every CVC frame
+REACH = 1  # thumbnail px of shift tolerated (12 px of a CVC frame): camera motion between frames
+# Similarity above which two frames are near-duplicates. On the shared 20-frame CVC sample, frames of
+# different videos reach at most 0.56 (and 0.22-0.63 for frames 5-17 ids apart in one video), while
+# each frame against itself panned by 16 px, zoomed 10%, brightened or darkened 20% or with noise
+# scores >= 0.80; plain NCC of 64x48 thumbnails cannot separate these (0.86 between different videos,
+# 0.74 for a 16 px pan). tests/data/test_splits.py re-measures all of this.
+NEAR_DUPLICATE = 0.75
+MEASURE = (
+    f"max over shifts of up to {REACH} px of the normalised cross-correlation of {THUMB_HW[1]}x{THUMB_HW[0]} "
+    f"grey thumbnails minus their Gaussian blur (sigma {DETAIL_SIGMA:g} px), {MARGIN} px border left out"
+)
 
 
 def natural_key(text: str) -> list:
@@ -78,55 +94,105 @@ def hold_out(ids: Sequence[str], k: int, seed: int, name: str = "val", rest: str
     return random_split(list(ids), (len(ids) - k, k), seed, names=(rest, name))
 
 
-def frame_difference(a: np.ndarray, b: np.ndarray, reach: int = 2) -> float:
-    """Motion-compensated difference of two grey thumbnails (floats in 0..1, same shape).
+def thumbnail(img: np.ndarray) -> np.ndarray:
+    """uint8 grey ``THUMB_HW`` thumbnail of a uint8 (H, W) or (H, W, 3) image: Pillow BOX (block
+    averages), then the mean of the channels (the same as grey first, ~20x faster)."""
+    from PIL import Image
 
-    The smallest mean |a - b| over shifts of up to ``reach`` thumbnail pixels (one pixel of a 40x30
-    thumbnail is ~10 px of a 384x288 frame), after removing each crop's mean brightness: a camera
-    that pans or changes exposure between frames still gives a small value.
+    small = np.asarray(Image.fromarray(np.asarray(img, np.uint8)).resize(THUMB_HW[::-1], Image.BOX))
+    return (small if small.ndim == 2 else small.mean(axis=2).round()).astype(np.uint8)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows minus their mean, scaled to length 1; a flat row stays all zero."""
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-6)
+
+
+def similarity_matrix(thumbs: Sequence[np.ndarray]) -> np.ndarray:
+    """(n, n) float32 similarity of ``thumbnail``s, symmetric, 1 on the diagonal (see ``MEASURE``).
+
+    All pairs at once: one matrix product per shift ((2 * REACH + 1)^2 = 9), about 0.1 s for the 612
+    CVC frames. Identical thumbnails score 1 (also flat ones, whose correlation is undefined).
     """
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    r = reach
-    core = b[r : b.shape[0] - r, r : b.shape[1] - r]
-    core = core - core.mean()
-    best = np.inf
+    from scipy.ndimage import gaussian_filter
+
+    n = len(thumbs)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    t = np.stack([np.asarray(x, np.float32) / 255 for x in thumbs])
+    detail = t - gaussian_filter(t, sigma=(0, DETAIL_SIGMA, DETAIL_SIGMA), mode="nearest")
+    h, w = detail.shape[1:]
+    m, r = MARGIN, REACH
+
+    def window(dy: int, dx: int) -> np.ndarray:
+        return _unit_rows(detail[:, m + dy : h - m + dy, m + dx : w - m + dx].reshape(n, -1))
+
+    core, best = window(0, 0), np.full((n, n), -1.0, np.float32)
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
-            win = a[r + dy : a.shape[0] - r + dy, r + dx : a.shape[1] - r + dx]
-            best = min(best, float(np.abs(win - win.mean() - core).mean()))
+            np.maximum(best, core @ window(dy, dx).T, out=best)
+    best = np.maximum(best, best.T)
+    _, same = np.unique(t.reshape(n, -1), axis=0, return_inverse=True)
+    best[same.reshape(-1, 1) == same.reshape(1, -1)] = 1.0
     return best
 
 
-def frame_differences(thumbs: Sequence[np.ndarray]) -> np.ndarray:
-    """``frame_difference`` of each thumbnail and the one before it; length len(thumbs) - 1."""
-    return np.array([frame_difference(thumbs[i - 1], thumbs[i]) for i in range(1, len(thumbs))])
+def near_duplicate_groups(sim: np.ndarray, threshold: float = NEAR_DUPLICATE) -> list[int]:
+    """Group per frame: the connected components of the graph "similarity > threshold", numbered in
+    order of their first frame. Not widened to id ranges: one near-duplicate pair between distant ids
+    would pull every sequence between them into its group."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
 
-
-def sequence_groups(thumbs: Sequence[np.ndarray], threshold: float = SEQUENCE_THRESHOLD) -> list[int]:
-    """Group index per frame (frames in id order): a new group starts where the difference > threshold."""
-    starts = frame_differences(thumbs) > threshold
-    return [0] + list(np.cumsum(starts).astype(int)) if len(thumbs) else []
+    if len(sim) == 0:
+        return []
+    _, comp = connected_components(csr_matrix(sim > threshold), directed=False)
+    _, first, renumbered = np.unique(comp, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))  # component -> its rank by first frame
+    return [int(g) for g in rank[renumbered.ravel()]]
 
 
 def group_split(groups: Sequence[int], counts: Sequence[int], seed: int) -> list[str]:
-    """Split whole groups: visit groups in seeded random order, give each to the neediest split.
+    """Split whole groups, biggest first (seeded order among equal sizes).
 
-    Need = (target - assigned) / target, so large groups never starve a small split for long;
-    final counts are close to ``counts`` but not exact when groups are large.
+    Each group goes to a split with room for all of it, picked at random with probability proportional
+    to that room; a group that fits nowhere goes where most room is left. The singletons at the end
+    then fill every split to exactly ``counts`` when there are enough of them; otherwise a split ends
+    off by at most the biggest group.
     """
-    labels = sorted(set(groups))
-    sizes = {g: 0 for g in labels}
-    for g in groups:
-        sizes[g] += 1
-    order = np.random.default_rng(seed).permutation(len(labels))
-    assigned, target = [0] * len(counts), [max(c, 1e-9) for c in counts]
+    labels, sizes = np.unique(np.asarray(groups), return_counts=True)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    room = np.array(counts, dtype=float)
     owner = {}
     for j in order:
-        g = labels[j]
-        need = [
-            (target[k] - assigned[k]) / target[k] if counts[k] > 0 else -np.inf for k in range(len(counts))
-        ]
-        k = int(np.argmax(need))
-        owner[g] = k
-        assigned[k] += sizes[g]
+        fits = np.where(room >= sizes[j], room, 0.0)
+        k = int(rng.choice(len(room), p=fits / fits.sum())) if fits.sum() > 0 else int(np.argmax(room))
+        owner[labels[j]] = k
+        room[k] -= sizes[j]
     return [SPLITS[owner[g]] for g in groups]
+
+
+def cross_split_report(
+    sim: np.ndarray, ids: Sequence[str], labels: Sequence[str], threshold: float = NEAR_DUPLICATE
+) -> dict:
+    """How close the splits come: near-duplicate pairs across splits and the most similar such pair.
+
+    ``closest_cross_split_pair`` is None when every frame is in one split.
+    """
+    lab = np.asarray(labels)
+    cross = lab[:, None] != lab[None, :]
+    pairs = int(np.triu((sim > threshold) & cross, 1).sum())
+    if not cross.any():
+        return {"cross_split_near_duplicate_pairs": 0, "closest_cross_split_pair": None}
+    i, j = np.unravel_index(int(np.argmax(np.where(cross, sim, -np.inf))), sim.shape)
+    i, j = sorted((int(i), int(j)))
+    closest = {
+        "ids": [ids[i], ids[j]],
+        "splits": [labels[i], labels[j]],
+        "similarity": round(float(sim[i, j]), 4),
+    }
+    return {"cross_split_near_duplicate_pairs": pairs, "closest_cross_split_pair": closest}

@@ -120,3 +120,23 @@ def test_download_over_another_source_is_one_line_and_exit_2(shared_data, tmp_pa
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "A.zip" in lines[0] and "--force" in lines[0], res.output
     assert runner.invoke(guarded, [*args, str(zips[1]), "--force"]).exit_code == 0
+
+
+def test_prepare_cvc_by_sequence_reports_the_closest_pair(shared_data, tmp_path):
+    from imbaseg.cli.common import user_errors
+
+    guarded = typer.Typer()
+    guarded.command("prepare")(user_errors(prepare))
+    guarded.command("download")(user_errors(download))
+    sample = shared_data / "samples" / "CVC-ClinicDB"
+    args = ["prepare", "cvc", "--root", str(tmp_path), "--source", str(sample), "--size", "48", "64"]
+    res = runner.invoke(guarded, [*args, "--split-by-sequence", "--sequence-threshold", "2"])
+    assert res.exit_code == 2 and "--sequence-threshold 2.0 is out of range" in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1
+    res = runner.invoke(guarded, [*args, "--split-by-sequence"])
+    text = " ".join(res.output.split())  # the console wraps long notes
+    assert res.exit_code == 0, res.output
+    assert "split by sequence: 20 near-duplicate groups (largest 1)" in text
+    assert "13/3/4 frames (target 13/3/4); closest frames in different splits:" in text
+    res = runner.invoke(guarded, [*args, "--name", "cvc-random"])
+    assert res.exit_code == 0 and "random split: 0 near-duplicate pair(s)" in " ".join(res.output.split())
