@@ -9,8 +9,13 @@ Used by ``imbaseg evaluate RUN...`` (several runs), ``imbaseg compare`` and the 
   ids sorted as text, and ``Group.array(metric)`` = m[L, S, n];
 - ``compare_groups`` -> ``Comparison``: ``imbaseg.metrics.stats.analyse`` per group and metric, with one
   fresh ``bootstrap_draws`` per group (the spec's draws: the same for every run and metric of a dataset);
-- ``write_comparison`` -> one long CSV (``COLUMNS``, one row per dataset, split, metric and run) and one
-  Markdown file. The reference of a group is its first entry.
+  the same again per object-size bin (the runs' ``size_bin`` column, ``Comparison.size``);
+- ``write_comparison`` -> one long CSV (``COLUMNS``, one row per dataset, split, size bin ("all" for the
+  whole split), metric and run) and one Markdown file. The reference of a group is its first entry.
+
+A metric that can be undefined on an image (``lesion_recall`` without a target component) is compared
+on the images where every run of the group has a value (``n_images`` says how many), with draws of its
+own for that number of images.
 """
 
 from __future__ import annotations
@@ -24,14 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from imbaseg.errors import UserError
+from imbaseg.errors import UserError, suggestion
 from imbaseg.evaluation.report import PerImage, read_per_image, read_summary
-from imbaseg.metrics import METRIC_NAMES
+from imbaseg.metrics import COMPARABLE_NAMES, METRIC_NAMES
 from imbaseg.metrics.stats import N_BOOT, MetricStats, analyse, bootstrap_draws, higher_is_better
 
+ALL_IMAGES = "all"  # the size_bin of the rows over the whole split
 COLUMNS = (
     "dataset",
     "split",
+    "size_bin",  # "all", or the object-size bin the row is restricted to
     "metric",
     "direction",  # higher / lower (is better)
     "label",
@@ -179,9 +186,40 @@ class Group:
     def n_seeds(self) -> int:
         return len(self.entries[0].runs)
 
-    def array(self, metric: str) -> np.ndarray:
-        """m[L, S, n] of ``metric``: entries x seeds x images (``ids`` order)."""
-        return np.stack([[r.per_image.column(metric, self.ids) for r in e.runs] for e in self.entries])
+    def array(self, metric: str, ids=None) -> np.ndarray:
+        """m[L, S, n] of ``metric``: entries x seeds x images (``ids``, default the group's, in that order);
+        NaN where a run's value is undefined."""
+        ids = self.ids if ids is None else ids
+        return np.stack([[r.per_image.column(metric, ids) for r in e.runs] for e in self.entries])
+
+    def size_bins(self) -> list[tuple[str, list[str]]] | None:
+        """[(bin, ids sorted as text)] from the runs' ``size_bin`` column, bins in size order; None when a
+        run has no such column. UserError when two runs put an image in different bins."""
+        runs = [r for e in self.entries for r in e.runs]
+        if any(r.per_image.size_bins is None for r in runs):
+            return None
+        first = runs[0]
+        for r in runs[1:]:
+            odd = next((i for i in self.ids if r.per_image.size_bin(i) != first.per_image.size_bin(i)), None)
+            if odd is not None:
+                raise UserError(
+                    f"{shown_path(first.run_dir)} and {shown_path(r.run_dir)} put image '{odd}' in different "
+                    "size bins (evaluated with different --size-bins?): evaluate both with the same bins"
+                )
+        bins: dict[str, list[str]] = {}
+        for i in self.ids:
+            bins.setdefault(first.per_image.size_bin(i), []).append(i)
+        return sorted(bins.items(), key=lambda kv: _bin_order(kv[0]))
+
+
+_BIN_ORDER = ("empty", "small", "medium", "large")
+
+
+def _bin_order(name: str) -> tuple[int, int, str]:
+    if name in _BIN_ORDER:
+        return (0, _BIN_ORDER.index(name), name)
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (1, int(digits) if digits else 0, name)
 
 
 def _check_same_images(dataset: str, split: str, runs: list[EvaluatedRun]) -> list[str]:
@@ -231,20 +269,33 @@ def group_runs(runs: list[EvaluatedRun]) -> list[Group]:
 
 @dataclass
 class Comparison:
-    """``compare_groups``' result: per group and metric a ``MetricStats`` (arrays over the entries)."""
+    """``compare_groups``' result: per group and metric a ``MetricStats`` (arrays over the entries); per
+    group its size bins [(bin, ids)] (``bins``, None without) and per group, bin and metric ``size``."""
 
     groups: list[Group]
     metrics: tuple[str, ...]
     stats: dict[tuple[int, str], MetricStats]
     n_boot: int
     seed: int
+    bins: dict[int, list[tuple[str, list[str]]] | None] = field(default_factory=dict)
+    size: dict[tuple[int, str, str], MetricStats] = field(default_factory=dict)
 
     def rows(self) -> list[dict]:
-        """The long table: one dict per group, metric and entry, with ``COLUMNS`` as keys (None = empty)."""
+        """The long table over whole splits: one dict per group, metric and entry, with ``COLUMNS`` as keys
+        (None = empty; size_bin "all")."""
         out = []
         for gi, g in enumerate(self.groups):
             for metric in self.metrics:
                 out += _metric_rows(g, metric, self.stats[(gi, metric)])
+        return out
+
+    def size_rows(self) -> list[dict]:
+        """The same per object-size bin: one dict per group, bin, metric and entry."""
+        out = []
+        for gi, g in enumerate(self.groups):
+            for b, _ in self.bins.get(gi) or []:
+                for metric in self.metrics:
+                    out += _metric_rows(g, metric, self.size[(gi, b, metric)], b)
         return out
 
 
@@ -255,13 +306,14 @@ def _num(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
-def _metric_rows(g: Group, metric: str, st: MetricStats) -> list[dict]:
+def _metric_rows(g: Group, metric: str, st: MetricStats, size_bin: str = ALL_IMAGES) -> list[dict]:
     ref = g.entries[g.reference].label
     rows = []
     for k, e in enumerate(g.entries):
         row = {
             "dataset": g.dataset,
             "split": g.split,
+            "size_bin": size_bin,
             "metric": metric,
             "direction": "higher" if st.higher_is_better else "lower",
             "label": e.label,
@@ -277,23 +329,91 @@ def _metric_rows(g: Group, metric: str, st: MetricStats) -> list[dict]:
     return rows
 
 
+def _empty_stats(n_runs: int, n_seeds: int, n_boot: int, reference: int, higher: bool) -> MetricStats:
+    """The stats of a metric with no image defined in every run: n_images 0, every value NaN (empty)."""
+    nan = np.full(n_runs, np.nan)
+    keys = (
+        "mean",
+        "ci_low",
+        "ci_high",
+        "seed_sd",
+        "image_sd",
+        "median",
+        "median_diff",
+        "diff_ci_low",
+        "diff_ci_high",
+        "p",
+        "p_holm",
+        "effect_r",
+    )
+    return MetricStats(higher, reference, 0, n_seeds, n_boot, **{k: nan.copy() for k in keys})
+
+
+def analyse_images(g: Group, ids: list[str], metrics, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """{metric: MetricStats} of the group on ``ids``: one fresh ``bootstrap_draws`` for the images, and
+    for a metric undefined on some of them, draws of its own over those defined in every run."""
+    draws = bootstrap_draws(g.n_seeds, len(ids), n_boot, seed)
+    out = {}
+    for metric in metrics:
+        m, higher = g.array(metric, ids), higher_is_better(metric)
+        keep = np.isfinite(m).all(axis=(0, 1))
+        if keep.all():
+            out[metric] = analyse(m, draws, g.reference, higher)
+        elif keep.any():
+            own = bootstrap_draws(g.n_seeds, int(keep.sum()), n_boot, seed)
+            out[metric] = analyse(m[:, :, keep], own, g.reference, higher)
+        else:
+            out[metric] = _empty_stats(m.shape[0], g.n_seeds, n_boot, g.reference, higher)
+    return out
+
+
+def comparable_metrics(groups: list[Group], metrics=None) -> tuple[str, ...]:
+    """The metrics to compare: ``metrics`` checked (known, and a column of every run's per_image.csv),
+    or by default every ``METRIC_NAMES`` that all runs have (evaluations written before the lesion and
+    calibration metrics are compared on the others)."""
+    runs = [r for g in groups for e in g.entries for r in e.runs]
+    if metrics is None:
+        return tuple(m for m in METRIC_NAMES if all(m in r.per_image.metrics for r in runs))
+    for m in metrics:
+        if m not in COMPARABLE_NAMES:
+            raise UserError(
+                f"unknown metric '{m}'.{suggestion(m, COMPARABLE_NAMES)} "
+                f"Choose from: {', '.join(COMPARABLE_NAMES)}"
+            )
+        lacking = next((r for r in runs if m not in r.per_image.metrics), None)
+        if lacking is not None:
+            raise UserError(
+                f"{lacking.per_image.path} has no '{m}' column (evaluated by an older imbaseg): run "
+                f"{evaluate_command(lacking.run_dir, lacking.split)} again"
+            )
+    return tuple(dict.fromkeys(metrics))
+
+
 def compare_groups(
-    groups: list[Group], metrics=METRIC_NAMES, n_boot: int = N_BOOT, seed: int = 0
+    groups: list[Group], metrics=None, n_boot: int = N_BOOT, seed: int = 0, by_size: bool = True
 ) -> Comparison:
-    """``analyse`` of every group and metric; each group draws afresh from ``default_rng(seed)``."""
-    stats = {}
+    """``analyse`` of every group and metric (default: ``comparable_metrics``); each group draws afresh
+    from ``default_rng(seed)``. by_size: the same per object-size bin of the group (fresh draws per bin;
+    Holm over the runs within a bin and metric, as for the whole split)."""
+    metrics = comparable_metrics(groups, metrics)
+    c = Comparison(groups, metrics, {}, n_boot, seed)
     for gi, g in enumerate(groups):
-        draws = bootstrap_draws(g.n_seeds, len(g.ids), n_boot, seed)
-        for metric in metrics:
-            stats[(gi, metric)] = analyse(g.array(metric), draws, g.reference, higher_is_better(metric))
-    return Comparison(groups, tuple(metrics), stats, n_boot, seed)
+        for metric, st in analyse_images(g, g.ids, metrics, n_boot, seed).items():
+            c.stats[(gi, metric)] = st
+        c.bins[gi] = g.size_bins() if by_size else None
+        for b, ids in c.bins[gi] or []:
+            for metric, st in analyse_images(g, ids, metrics, n_boot, seed).items():
+                c.size[(gi, b, metric)] = st
+    return c
 
 
-def compare_runs(run_dirs, split: str = "test", labels=None, metrics=METRIC_NAMES, n_boot=N_BOOT, seed=0):
+def compare_runs(
+    run_dirs, split: str = "test", labels=None, metrics=None, n_boot=N_BOOT, seed=0, by_size=True
+):
     """Read, label, group and compare evaluated run folders. Returns the ``Comparison``."""
     runs = [load_evaluated(r, split) for r in check_distinct(run_dirs)]
     label_runs(runs, labels)
-    return compare_groups(group_runs(runs), metrics, n_boot, seed)
+    return compare_groups(group_runs(runs), metrics, n_boot, seed, by_size)
 
 
 def check_distinct(run_dirs) -> list[Path]:
@@ -316,21 +436,30 @@ def _cell(v) -> str:
 
 
 def comparison_csv(c: Comparison) -> str:
-    """The long CSV: ``COLUMNS``, one row per dataset, split, metric and run; floats exact (repr);
-    an empty cell where a value does not apply (the tests on the reference's own rows)."""
+    """The long CSV: ``COLUMNS``, one row per dataset, split, size bin ("all" first, then each bin),
+    metric and run; floats exact (repr); an empty cell where a value does not apply (the tests on the
+    reference's own rows, a metric without any image defined in every run)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
-    for row in c.rows():
+    for row in [*c.rows(), *c.size_rows()]:
         w.writerow([_cell(row[k]) for k in COLUMNS])
     return buf.getvalue()
 
 
+_TWO_DECIMALS = ("hd95", "assd", "lesion_detected", "lesion_missed", "lesion_fp")  # pixels and counts
+
+
+def metric_digits(metric: str) -> int:
+    """Decimals to show: 2 for distances in pixels and component counts, 4 for the rest."""
+    return 2 if metric in _TWO_DECIMALS else 4
+
+
 def _fmt(metric: str, v: float | None, signed: bool = False) -> str:
-    """4 decimals, 2 for distances in pixels; n/a for None."""
+    """``metric_digits`` decimals; n/a for None."""
     if v is None:
         return "n/a"
-    return format(v, ("+" if signed else "") + (".2f" if not higher_is_better(metric) else ".4f"))
+    return format(v, f"{'+' if signed else ''}.{metric_digits(metric)}f")
 
 
 def _p(v: float | None) -> str:
@@ -387,11 +516,87 @@ def _group_markdown(c: Comparison, g: Group) -> list[str]:
                 r = rows[(m, e.label)]
                 low, high = _fmt(m, r["diff_ci_low"], True), _fmt(m, r["diff_ci_high"], True)
                 diff = f"{_fmt(m, r['median_diff'], True)} [{low}, {high}]"
+                eff = "n/a" if r["effect_r"] is None else f"{r['effect_r']:+.2f}"
                 lines.append(
                     f"| {e.label} | {metric_title(m)} | {diff} | {_p(r['p_value'])} | {_p(r['p_holm'])} "
-                    f"| {r['effect_r']:+.2f} |"
+                    f"| {eff} |"
                 )
+    partial = [(m, rows[(m, ref)]["n_images"]) for m in c.metrics if rows[(m, ref)]["n_images"] != len(g.ids)]
+    if partial:
+        lines += [
+            "",
+            "Compared on the images where every run has a value: "
+            + ", ".join(f"{metric_title(m)} on {n} of {len(g.ids)}" for m, n in partial)
+            + ".",
+        ]
     return lines + ["", *(_run_note(e) for e in g.entries), ""]
+
+
+SIZE_MARKDOWN = ("dice", "lesion_recall", "lesion_f1", "ece")  # the per-bin tables of comparison.md
+
+
+def _size_markdown(c: Comparison, gi: int, g: Group) -> list[str]:
+    """Per object-size bin: mean [95% CI] of a few metrics per run, with the Holm p against the reference."""
+    from imbaseg.viz.labels import metric_title
+
+    bins = c.bins.get(gi)
+    shown = [m for m in SIZE_MARKDOWN if m in c.metrics]
+    if not bins or not shown:
+        return []
+    edges = (g.entries[g.reference].runs[0].summary.get("by_size") or {}).get("bins") or []
+    where = {b["bin"]: f" ({b['low']:.4g}, {b['high']:.4g}]" for b in edges if b["bin"] != "empty"}
+    lines = [
+        "### By object size",
+        "",
+        "Images binned by the target's foreground fraction (evaluate's `size_bin`); per bin mean [95% CI] "
+        "and, against the reference, the Holm-adjusted p of the paired Wilcoxon test within the bin. "
+        "Every metric and bin is in the CSV.",
+        "",
+        "| metric | run | " + " | ".join(f"{b}{where.get(b, '')}, n={len(ids)}" for b, ids in bins) + " |",
+        "| --- " * (len(bins) + 2) + "|",
+    ]
+    for m in shown:
+        for k, e in enumerate(g.entries):
+            cells = []
+            for b, _ in bins:
+                st = c.size[(gi, b, m)]
+                mean, low, high = (_num(x[k]) for x in (st.mean, st.ci_low, st.ci_high))
+                cell = f"{_fmt(m, mean)} [{_fmt(m, low)}, {_fmt(m, high)}]" if mean is not None else "n/a"
+                if k != g.reference and mean is not None:
+                    cell += f", p {_p(_num(st.p_holm[k]))}"
+                cells.append(cell)
+            lines.append(f"| {metric_title(m)} | {e.label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _area_markdown(g: Group) -> list[str]:
+    """Lesion recall by target component area per run, from the runs' summary.json (pooled: no test)."""
+    sections = [e.runs[0].summary.get("lesion") for e in g.entries]
+    if not all(sections) or g.n_seeds > 1:
+        return []
+    classes = sections[0]["by_area"]["classes"]
+    head = [
+        f"{cl['class']} (> {cl['min_area']:g}"
+        + ("" if cl["max_area"] is None else f", <= {cl['max_area']:g}")
+        + " px)"
+        for cl in classes
+    ]
+    lines = [
+        "### Lesion recall by component area",
+        "",
+        f"Detected / target components, summed over the split, by area class (split at the "
+        f"{sections[0]['by_area']['rule']}; detected by {sections[0]['rule']}). Pooled: no paired test.",
+        "",
+        "| run | " + " | ".join(head) + " | false positives |",
+        "| --- " * (len(head) + 2) + "|",
+    ]
+    for e, s in zip(g.entries, sections, strict=True):
+        cells = [
+            f"{_fmt('lesion_recall', cl['recall'])} ({cl['detected']}/{cl['targets']})"
+            for cl in s["by_area"]["classes"]
+        ]
+        lines.append(f"| {e.label} | " + " | ".join(cells) + f" | {s['fp']} |")
+    return lines + [""]
 
 
 def comparison_markdown(c: Comparison) -> str:
@@ -405,11 +610,12 @@ def comparison_markdown(c: Comparison) -> str:
         "Tests against the reference (the first run of each dataset): two-sided paired Wilcoxon "
         "signed-rank test on the per-image values, Holm-adjusted over the runs compared with it; median "
         "paired difference (run minus reference) with its bootstrap CI; effect size r = Z/sqrt(n), "
-        "positive when the run is better. HD95 and ASSD in pixels, lower is better.",
+        "positive when the run is better. HD95 and ASSD in pixels; lower is better for them, ECE, Brier, "
+        "missed and false-positive components.",
         "",
     ]
-    for g in c.groups:
-        lines += _group_markdown(c, g)
+    for gi, g in enumerate(c.groups):
+        lines += _group_markdown(c, g) + _size_markdown(c, gi, g) + _area_markdown(g)
     return "\n".join(lines)
 
 

@@ -8,10 +8,12 @@ against the native mask and inside the field of view where the dataset has one (
 feeds native pixels instead (sliding windows of the training size: full-resolution DRIVE).
 
 Outputs (a staging folder that replaces ``eval/<split>/`` only when complete; formats in
-``imbaseg.evaluation.report``): ``per_image.csv``, ``summary.json``, ``summary.md``,
+``imbaseg.evaluation.report``): ``per_image.csv``, ``summary.json``, ``summary.md`` (with the lesion-wise
+detection, results by object size and calibration sections), ``reliability.png``,
 ``predictions/<id>.png`` (0/255, zero outside the FOV) and, when asked, ``probabilities/<id>.npy``
-(float16, native size). ``evaluate_runs`` evaluates several runs and compares them
-(``imbaseg.evaluation.comparison``).
+(float16, native size). ``calibrate=True`` first fits a temperature on val (``eval/temperature.json``,
+``imbaseg.evaluation.calibrate``) and reports the calibration before and after it. ``evaluate_runs``
+evaluates several runs and compares them (``imbaseg.evaluation.comparison``).
 
 Nothing here prints: progress goes to ``progress(stage, done, total)``, results are returned.
 """
@@ -21,16 +23,28 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from imbaseg.data.locate import SplitData, locate_prepared, split_data
 from imbaseg.errors import UserError
-from imbaseg.evaluation.report import aggregate, write_report
+from imbaseg.evaluation.calibrate import PixelPool, apply_temperature, fit_on_split, write_temperature
+from imbaseg.evaluation.report import (
+    SizeBins,
+    aggregate,
+    lesion_section,
+    parse_size_bins,
+    size_bins,
+    size_section,
+    write_report,
+)
 from imbaseg.evaluation.threshold import auto_threshold, parse_threshold
-from imbaseg.metrics import EMPTY_CASES, auc_pr, auc_roc, compute_metrics, empty_case
+from imbaseg.metrics import EMPTY_CASES, CalibrationCounts, auc_pr, auc_roc, calibration_counts, empty_case
+from imbaseg.metrics.calibration import N_BINS
+from imbaseg.metrics.lesion import check_lesion_options
+from imbaseg.metrics.per_image import measure
 
 AUC_MAX_PIXELS = 40_000_000  # pixels pooled for the split AUCs (~0.3 GB); beyond, a seeded uniform sample
 _SCALE = "model's input scale"
@@ -52,33 +66,33 @@ def run_prepared(cfg, run_dir, data_root=None) -> Path:
 # ----------------------------------------------------------------------------- one split
 
 
-class _AucPool:
-    """Valid-pixel probabilities and labels of a split, sampled uniformly (seeded) beyond AUC_MAX_PIXELS."""
+def _aucs(pool: PixelPool) -> dict:
+    """The split AUCs of the pooled valid pixels (sampled beyond AUC_MAX_PIXELS)."""
+    p, y = pool.arrays()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined AUCs (no positive pixel) come back as NaN -> null
+        roc, pr = auc_roc(p, y), auc_pr(p, y)
+    return {
+        "auc_roc": _finite(roc),
+        "auc_pr": _finite(pr),
+        "auc_pixels": int(p.size),
+        "auc_subsampled": pool.subsampled,
+    }
 
-    def __init__(self, total_pixels: int, cap: int = AUC_MAX_PIXELS, seed: int = 0):
-        self.fraction = min(1.0, cap / max(1, total_pixels))
-        self.seed, self.probs, self.labels = seed, [], []
 
-    def add(self, index: int, probs: np.ndarray, mask: np.ndarray, valid) -> None:
-        p, y = (probs, mask) if valid is None else (probs[valid], mask[valid])
-        p, y = p.ravel(), y.ravel()
-        if self.fraction < 1.0:
-            keep = np.random.default_rng([self.seed, index]).random(p.size) < self.fraction
-            p, y = p[keep], y[keep]
-        self.probs.append(p.astype(np.float32))
-        self.labels.append(y)
+@dataclass
+class SplitResult:
+    """``evaluate_split``'s result: the rows, the AUCs, every target component's area and detection, the
+    pooled calibration counts and, with a temperature, the scaled ones and the scaled per-image values."""
 
-    def aucs(self) -> dict:
-        p, y = np.concatenate(self.probs), np.concatenate(self.labels)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # undefined AUCs (no positive pixel) come back as NaN -> null
-            roc, pr = auc_roc(p, y), auc_pr(p, y)
-        return {
-            "auc_roc": _finite(roc),
-            "auc_pr": _finite(pr),
-            "auc_pixels": int(p.size),
-            "auc_subsampled": self.fraction < 1.0,
-        }
+    rows: list[dict]
+    aucs: dict
+    areas: list[np.ndarray] = field(default_factory=list)
+    detected: list[np.ndarray] = field(default_factory=list)
+    calibration: CalibrationCounts = field(default_factory=CalibrationCounts.zeros)
+    scaled: CalibrationCounts | None = None
+    scaled_rows: list[dict] = field(default_factory=list)
+    bins: SizeBins | None = None
 
 
 def _list(pair) -> list[int] | None:
@@ -94,14 +108,16 @@ def evaluate_split(
     data: SplitData,
     predictions: Path,
     threshold: float,
-    hd_convention: str,
-    nsd_tau: float,
+    opts: _Options,
     probabilities: Path | None = None,
     progress=None,
-) -> tuple[list[dict], dict]:
-    """Predict, threshold and measure every image of ``data``; (rows, auc dict).
+    temperature: float | None = None,
+) -> SplitResult:
+    """Predict, threshold and measure every image of ``data`` with the options ``opts``.
 
-    Writes ``predictions/<id>.png`` and, when ``probabilities`` is a folder, ``<id>.npy`` into it.
+    Writes ``predictions/<id>.png`` and, when ``probabilities`` is a folder, ``<id>.npy`` into it. Each row
+    gets its ``size_bin`` once the split's bins are known (``opts.size_bins`` or the tertiles).
+    temperature: also measure the calibration of the probabilities scaled by it.
     progress: called as ``progress(done, total)`` after each image.
     """
     from imbaseg.data.io import write_png
@@ -109,7 +125,7 @@ def evaluate_split(
     for folder in (predictions, probabilities):
         if folder is not None:
             folder.mkdir(parents=True)
-    pool, rows = _AucPool(data.pixels), []
+    pool, res = PixelPool(data.pixels, AUC_MAX_PIXELS), SplitResult([], {})
     for index, item_id in enumerate(data.ids):
         image, mask, fov = data.item(item_id)
         probs = predictor.probs(image)
@@ -123,15 +139,26 @@ def evaluate_split(
             "fg_fraction": float(mask.mean()),
             "empty_case": empty_case(pred, mask, fov),
         }
-        row.update(compute_metrics(pred, mask, fov, hd_convention=hd_convention, nsd_tau=nsd_tau))
-        rows.append(row)
+        values, match, calib = measure(pred, mask, fov, probs=probs, **opts.metric_options())
+        res.rows.append({**row, **values})
+        res.areas.append(match.target_areas)
+        res.detected.append(match.target_detected)
+        res.calibration += calib
+        if temperature is not None:
+            scaled = calibration_counts(apply_temperature(probs, temperature), mask, fov)
+            res.scaled = scaled if res.scaled is None else res.scaled + scaled
+            res.scaled_rows.append({"ece": scaled.ece(), "brier": scaled.brier()})
         write_png(predictions / f"{item_id}.png", pred)
         if probabilities is not None:
             np.save(probabilities / f"{item_id}.npy", probs.astype(np.float16))
         pool.add(index, probs, mask, fov)
         if progress:
             progress(index + 1, len(data.ids))
-    return rows, pool.aucs()
+    bins = size_bins([r["fg_fraction"] for r in res.rows], opts.size_bins)
+    for r in res.rows:
+        r["size_bin"] = bins.assign(r["fg_fraction"])
+    res.aucs, res.bins = _aucs(pool), bins
+    return res
 
 
 # ----------------------------------------------------------------------------- evaluate_run
@@ -142,11 +169,24 @@ class _Options:
     split: str
     checkpoint: str
     threshold: float | str
-    tta: bool
-    save_probabilities: bool
-    hd_convention: str
-    nsd_tau: float
-    size: str
+    tta: bool = False
+    save_probabilities: bool = False
+    hd_convention: str = "max"
+    nsd_tau: float = 2.0
+    size: str = "train"
+    lesion_overlap: float = 0.0
+    min_component: int = 0
+    size_bins: list[float] | None = None
+    calibrate: bool = False
+
+    def metric_options(self) -> dict:
+        """The keyword arguments of ``imbaseg.metrics.per_image.measure`` these options set."""
+        return {
+            "hd_convention": self.hd_convention,
+            "nsd_tau": self.nsd_tau,
+            "lesion_overlap": self.lesion_overlap,
+            "min_component": self.min_component,
+        }
 
 
 def _check_options(opts: _Options) -> None:
@@ -161,6 +201,8 @@ def _check_options(opts: _Options) -> None:
         raise UserError(f"--nsd-tau must be a positive number of pixels, got {opts.nsd_tau}")
     if opts.checkpoint not in CHECKPOINTS:
         raise UserError(f"unknown --checkpoint '{opts.checkpoint}': choose best or last")
+    opts.lesion_overlap, opts.min_component = check_lesion_options(opts.lesion_overlap, opts.min_component)
+    opts.size_bins = parse_size_bins(opts.size_bins)
 
 
 def _inference_info(opts: _Options, predictor) -> dict:
@@ -177,11 +219,40 @@ def _inference_info(opts: _Options, predictor) -> dict:
     }
 
 
-def _summary(run, data: SplitData, opts: _Options, threshold, search, predictor, rows, aucs) -> dict:
+def _calibration(res: SplitResult, fit: dict | None, figure: str) -> dict:
+    """summary.json's ``calibration``: pooled ECE and Brier with the reliability points, and with a fitted
+    temperature (``fit``: temperature.json's content and its path) the same after scaling."""
+    c = res.calibration
+    out = {
+        "bins": N_BINS,
+        "pixels": c.pixels,
+        "ece": c.ece(),
+        "brier": c.brier(),
+        "reliability": c.reliability(),
+        "figure": figure,
+        "temperature": None,
+    }
+    if fit is not None and res.scaled is not None:
+        keep = ("temperature", "fitted_on", "logits", "bce_before", "bce_after", "at_bound", "pixels", "file")
+        out["temperature"] = {
+            **{k: fit[k] for k in keep if k in fit},
+            "per_image_before": {m: float(np.mean([r[m] for r in res.rows])) for m in ("ece", "brier")},
+            "pooled_after": {"ece": res.scaled.ece(), "brier": res.scaled.brier()},
+            "per_image_after": aggregate(res.scaled_rows, ("ece", "brier")),
+            "reliability_after": res.scaled.reliability(),
+        }
+    return out
+
+
+def _summary(
+    run, data: SplitData, opts: _Options, threshold, search, predictor, res: SplitResult, fit
+) -> dict:
     import imbaseg
 
-    cfg, ckpt = run.config, run.checkpoint
+    cfg, ckpt, rows = run.config, run.checkpoint, res.rows
     cases = Counter(r["empty_case"] for r in rows)
+    areas = np.concatenate(res.areas) if res.areas else np.zeros(0, np.int64)
+    detected = np.concatenate(res.detected) if res.detected else np.zeros(0, bool)
     return {
         "run_dir": str(run.run_dir),
         "dataset": cfg.data.dataset,
@@ -205,8 +276,11 @@ def _summary(run, data: SplitData, opts: _Options, threshold, search, predictor,
         "resolution": RESOLUTION if opts.size == "train" else RESOLUTION.replace(_SCALE, "native input"),
         "inference": _inference_info(opts, predictor),
         "empty_cases": {c: int(cases.get(c, 0)) for c in EMPTY_CASES},
-        **aucs,
+        **res.aucs,
         "metrics": aggregate(rows),
+        "lesion": lesion_section(rows, areas, detected, opts.lesion_overlap, opts.min_component),
+        "by_size": size_section(rows, res.bins),
+        "calibration": _calibration(res, fit, "reliability.png"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "imbaseg_version": imbaseg.__version__,
     }
@@ -232,12 +306,19 @@ def evaluate_run(
     amp: bool = False,
     batch_size: int | None = None,
     progress=None,
+    lesion_overlap: float = 0.0,
+    min_component: int = 0,
+    size_bins=None,
+    calibrate: bool = False,
 ) -> dict:
     """Evaluate one run folder on ``split``; writes RUN_DIR/eval/<split>/ and returns the summary dict
     (plus ``eval_dir``). threshold: a probability or "auto" (Dice-optimal on the val split, see
     ``imbaseg.evaluation.threshold``). amp: bf16/fp16 autocast on CUDA (off by default: fp32
-    probabilities are reproducible). progress: ``progress(stage, done, total)`` per image, stages
-    "threshold search (val)" and "evaluating <split>". See the module doc for the outputs."""
+    probabilities are reproducible). lesion_overlap, min_component: the lesion matching rule
+    (``imbaseg.metrics.lesion``). size_bins: inner edges of the foreground-fraction bins ("0.01,0.05" or a
+    list; None = tertiles). calibrate: fit a temperature on val first (``imbaseg.evaluation.calibrate``).
+    progress: ``progress(stage, done, total)`` per image, stages "threshold search (val)", "temperature
+    fit (val)" and "evaluating <split>". See the module doc for the outputs."""
     from imbaseg.evaluation.inference import Predictor, plan_for
     from imbaseg.training.device import resolve_device
     from imbaseg.training.run_dir import load_run
@@ -251,6 +332,10 @@ def evaluate_run(
         hd_convention,
         float(nsd_tau),
         size,
+        lesion_overlap,
+        min_component,
+        size_bins,
+        bool(calibrate),
     )
     _check_options(opts)
     dev = resolve_device(device)
@@ -262,29 +347,44 @@ def evaluate_run(
     predictor = Predictor(run.model, plan, tta=tta, amp=amp, device=dev)
     search = None
     if opts.threshold == "auto":
-        val = _val_split(prepared, cfg.data.in_channels)
+        val = _val_split(
+            prepared, cfg.data.in_channels, "--threshold auto", "Or pass a number, e.g. --threshold 0.5."
+        )
         thr, search = auto_threshold(predictor, val, _stage(progress, "threshold search (val)"))
         if split == "val":
             search["note"] = "tuned on the evaluated split itself: the val numbers are optimistic"
     else:
         thr = opts.threshold
-    return _run_split(run, data, opts, thr, search, predictor, progress)
+    fit = _fit_temperature(run, opts, prepared, predictor, progress) if opts.calibrate else None
+    return _run_split(run, data, opts, thr, search, predictor, progress, fit)
 
 
-def _val_split(prepared: Path, in_channels: int) -> SplitData:
+def _val_split(prepared: Path, in_channels: int, flag: str, fix: str) -> SplitData:
     try:
         return split_data(prepared, "val", in_channels)
     except UserError as exc:
-        raise UserError(
-            f"--threshold auto needs a val split: {exc} Or pass a number, e.g. --threshold 0.5."
-        ) from exc
+        raise UserError(f"{flag} needs a val split: {exc} {fix}") from exc
 
 
-def _run_split(run, data: SplitData, opts: _Options, thr: float, search, predictor, progress) -> dict:
+def _fit_temperature(run, opts: _Options, prepared: Path, predictor, progress) -> dict:
+    """Fit the temperature on val, write ``eval/temperature.json``; its content plus ``file``."""
+    val = _val_split(prepared, run.config.data.in_channels, "--calibrate", "Leave --calibrate out.")
+    info = fit_on_split(predictor, val, _stage(progress, "temperature fit (val)"))
+    if opts.split == "val":
+        info["note"] = "fitted on the evaluated split itself: the scaled val numbers are optimistic"
+    ckpt = {"which": opts.checkpoint, "epoch": run.checkpoint.get("epoch")}
+    path = write_temperature(run.run_dir, info, ckpt, opts.tta, opts.size)
+    return {**info, "file": str(path)}
+
+
+def _run_split(
+    run, data: SplitData, opts: _Options, thr: float, search, predictor, progress, fit=None
+) -> dict:
     """Fill a staging folder that replaces ``eval/<split>/`` whole once every file is written; the
     names inside it are RunDir's."""
     from imbaseg.paths import staged_dir
     from imbaseg.training.run_dir import RunDir
+    from imbaseg.viz.reliability import save_reliability
 
     rd, split = RunDir(run.run_dir), data.split
     target = rd.eval_dir(split)
@@ -293,19 +393,23 @@ def _run_split(run, data: SplitData, opts: _Options, thr: float, search, predict
         def staged(path: Path) -> Path:
             return tmp / path.relative_to(target)
 
-        rows, aucs = evaluate_split(
+        res = evaluate_split(
             predictor,
             data,
             staged(rd.predictions_dir(split)),
             thr,
-            opts.hd_convention,
-            opts.nsd_tau,
+            opts,
             staged(rd.probabilities_dir(split)) if opts.save_probabilities else None,
             _stage(progress, f"evaluating {split}"),
+            None if fit is None else fit["temperature"],
         )
-        summary = _summary(run, data, opts, thr, search, predictor, rows, aucs)
+        summary = _summary(run, data, opts, thr, search, predictor, res, fit)
+        summary["calibration"]["figure"] = rd.reliability_png(split).name
+        t = None if fit is None else fit["temperature"]
+        title = f"{summary['loss']} on {summary['dataset']} {split} ({len(res.rows)} images)"
+        save_reliability(staged(rd.reliability_png(split)), res.calibration, res.scaled, title, t)
         files = (rd.per_image_csv(split), rd.summary_json(split), rd.summary_md(split))
-        write_report(rows, summary, *map(staged, files))
+        write_report(res.rows, summary, *map(staged, files))
     return {**summary, "eval_dir": str(target)}
 
 

@@ -5,7 +5,8 @@
     runs/<dataset>/<loss slug>/<name>/
         config.yaml  env.json  history.csv  history.png  train.log  status.json  .lock
         checkpoints/{best,last}.pt
-        eval/<split>/{per_image.csv, summary.json, summary.md, predictions/, probabilities/}
+        eval/<split>/{per_image.csv, summary.json, summary.md, reliability.png, predictions/, probabilities/}
+        eval/temperature.json
 
 ``RunDir(path)`` names every file; everything else asks it. A run's config is ``RunDir.config()``
 (``config.yaml``; the copy inside the checkpoint is the fallback when the YAML is gone).
@@ -138,6 +139,14 @@ class RunDir:
 
     def probabilities_dir(self, split: str) -> Path:
         return self.eval_dir(split) / "probabilities"
+
+    def reliability_png(self, split: str) -> Path:
+        return self.eval_dir(split) / "reliability.png"
+
+    def temperature_json(self) -> Path:
+        """``eval/temperature.json`` (``evaluate --calibrate``): beside the split folders, since a new
+        evaluation of a split replaces ``eval/<split>/`` whole."""
+        return self.path / "eval" / "temperature.json"
 
     def evaluated(self, split: str) -> bool:
         """True when ``eval/<split>/per_image.csv`` exists (an evaluation is swapped in whole)."""

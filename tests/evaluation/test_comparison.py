@@ -49,7 +49,9 @@ def test_evaluate_and_compare_write_the_same_comparison(two_evaluated):
     assert fig["md"].read_text() == md_eval.read_text()
     with open(csv_eval, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == COLUMNS and len(rows) == 2 * len(METRIC_NAMES)
+    bins = {r["size_bin"] for r in rows}
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 2 * len(METRIC_NAMES) * len(bins)
+    assert "all" in bins and len(bins) > 1  # the whole split, then each object-size bin
 
 
 def test_single_run_ci_in_the_comparison_equals_its_summary_bit_for_bit(two_evaluated):

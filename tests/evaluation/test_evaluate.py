@@ -15,9 +15,17 @@ from imbaseg.data.io import read_mask
 from imbaseg.errors import UserError
 from imbaseg.evaluation import evaluate as ev
 from imbaseg.evaluation.evaluate import evaluate_run, evaluate_runs
-from imbaseg.evaluation.report import PER_IMAGE_COLUMNS
+from imbaseg.evaluation.report import PER_IMAGE_COLUMNS, summarize_defined
 from imbaseg.evaluation.threshold import THRESHOLD_GRID
-from imbaseg.metrics import METRIC_NAMES, auc_roc, compute_metrics, paired_wilcoxon, summarize
+from imbaseg.metrics import (
+    LESION_COUNT_NAMES,
+    MASK_METRIC_NAMES,
+    METRIC_NAMES,
+    auc_roc,
+    compute_metrics,
+    paired_wilcoxon,
+    summarize,
+)
 
 TEST_IDS = [f"img{k:02d}" for k, s in enumerate(SPECS) if s[0] == "test"]
 
@@ -49,11 +57,14 @@ def test_evaluate_files_columns_and_recomputed_metrics(run_copy, tiny_project):
         assert pred.shape == mask.shape == (int(r["height"]), int(r["width"]))  # native size, not 32x32
         assert set(np.unique(pred)) <= {0, 255}
         assert not pred[~fov].any()  # zero outside the field of view
-        ref = compute_metrics(pred > 0, mask, fov)
-        for m in METRIC_NAMES:
-            assert float(r[m]) == pytest.approx(ref[m], abs=1e-7), m
-        assert float(r["fg_fraction"]) == pytest.approx(mask.mean(), abs=1e-9)
         probs = np.load(out / "probabilities" / f"{r['id']}.npy")
+        ref = compute_metrics(pred > 0, mask, fov, probs=probs.astype(np.float32))
+        for m in (*MASK_METRIC_NAMES, *LESION_COUNT_NAMES):
+            value = float(r[m]) if r[m] != "" else float("nan")  # an undefined lesion recall is left empty
+            assert value == pytest.approx(ref[m], abs=1e-7, nan_ok=True), m
+        for m in ("ece", "brier"):  # from float32 probabilities in evaluate, float16 copies here
+            assert float(r[m]) == pytest.approx(ref[m], abs=2e-3), m
+        assert float(r["fg_fraction"]) == pytest.approx(mask.mean(), abs=1e-9)
         assert probs.dtype == np.float16 and probs.shape == mask.shape
         np.testing.assert_array_equal(
             (probs.astype(np.float32) >= 0.5) & fov, pred > 0
@@ -86,7 +97,9 @@ def test_evaluate_files_columns_and_recomputed_metrics(run_copy, tiny_project):
     assert summary["empty_cases"][rows[-1]["empty_case"]] >= 1
     assert summary["inference"]["resize_to"] == [32, 32]
     for m in METRIC_NAMES:
-        assert summary["metrics"][m] == pytest.approx(summarize([float(r[m]) for r in rows]))
+        values = [float(r[m]) if r[m] != "" else float("nan") for r in rows]
+        expected = summarize_defined(values) if m == "lesion_recall" else summarize(values)
+        assert summary["metrics"][m] == pytest.approx(expected), m
     # the split AUC pools the valid pixels of every image (from float32 probabilities; float16 copies here)
     assert summary["auc_roc"] == pytest.approx(auc_roc(probs_all, masks_all, fovs_all), abs=2e-3)
     assert summary["auc_roc"] > 0.9  # the tiny model separates bright discs from background
@@ -99,7 +112,7 @@ def test_rerun_replaces_only_when_complete(run_copy, monkeypatch):
     out = run_copy / "eval" / "test"
     before = (out / "summary.json").read_text()
     calls = []
-    real = ev.compute_metrics
+    real = ev.measure
 
     def failing(*a, **k):
         calls.append(1)
@@ -107,12 +120,12 @@ def test_rerun_replaces_only_when_complete(run_copy, monkeypatch):
             raise RuntimeError("disk full")
         return real(*a, **k)
 
-    monkeypatch.setattr(ev, "compute_metrics", failing)
+    monkeypatch.setattr(ev, "measure", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         evaluate_run(run_copy, split="test", device="cpu", threshold=0.3)
     assert (out / "summary.json").read_text() == before  # the previous evaluation is untouched
     assert sorted(p.name for p in (run_copy / "eval").iterdir()) == ["test"]  # no temp folder left
-    monkeypatch.setattr(ev, "compute_metrics", real)
+    monkeypatch.setattr(ev, "measure", real)
     evaluate_run(run_copy, split="test", device="cpu", threshold=0.3)
     assert json.loads((out / "summary.json").read_text())["threshold"] == 0.3
 
@@ -165,7 +178,7 @@ def test_several_runs_write_a_comparison(tiny_project, tmp_path):
     res = evaluate_runs([a, b], out=out, split="test", device="cpu")
     assert [Path(s["eval_dir"]) for s in res["runs"]] == [a / "eval" / "test", b / "eval" / "test"]
     assert res["files"] == (out / "comparison.csv", out / "comparison.md")
-    rows = read_rows(out / "comparison.csv")
+    rows = [r for r in read_rows(out / "comparison.csv") if r["size_bin"] == "all"]  # whole split
     # the same loss twice: the readable label gets the folder name to tell the runs apart
     assert {r["label"] for r in rows} == {"BCE Loss (a)", "BCE Loss (b)"}
     assert {r["metric"] for r in rows} == set(METRIC_NAMES) and len(rows) == 2 * len(METRIC_NAMES)

@@ -41,23 +41,28 @@ def test_dice_and_iou_relation_on_nested_squares():
 # The spec's empty-mask table (32x32 image: diagonal = sqrt(32^2 + 32^2) = 45.2548...), plus clDice
 # (both empty 1, one empty 0). The non-empty mask is a 7x7 square (49 px), so specificity and accuracy
 # stay ordinary ratios: gt_empty has FP = 49, TN = 975; pred_empty has FN = 49, TN = 975, FP = 0.
+# Lesion-wise (README): both empty 1/1/1; no target -> precision 0, F1 0, recall undefined (NaN, checked
+# below); no prediction -> recall 0, precision 0, F1 0.
 DIAG = math.hypot(32, 32)
 EMPTY_ROWS = [
     # case, pred non-empty, GT non-empty, expected values
     (
         "both_empty", False, False,
         dict(dice=1, iou=1, precision=1, recall=1, hd95=0, assd=0, nsd=1, cldice=1,
-             specificity=1, accuracy=1),
+             specificity=1, accuracy=1, lesion_recall=1, lesion_precision=1, lesion_f1=1,
+             lesion_targets=0, lesion_predicted=0, lesion_fp=0),
     ),
     (
         "gt_empty", True, False,
         dict(dice=0, iou=0, precision=0, recall=0, hd95=DIAG, assd=DIAG, nsd=0, cldice=0,
-             specificity=975 / 1024, accuracy=975 / 1024),
+             specificity=975 / 1024, accuracy=975 / 1024, lesion_precision=0, lesion_f1=0,
+             lesion_targets=0, lesion_predicted=1, lesion_fp=1),
     ),
     (
         "pred_empty", False, True,
         dict(dice=0, iou=0, precision=0, recall=0, hd95=DIAG, assd=DIAG, nsd=0, cldice=0,
-             specificity=1, accuracy=975 / 1024),
+             specificity=1, accuracy=975 / 1024, lesion_recall=0, lesion_precision=0, lesion_f1=0,
+             lesion_targets=1, lesion_detected=0, lesion_missed=1, lesion_predicted=0),
     ),
 ]  # fmt: skip
 
@@ -70,8 +75,9 @@ def test_empty_mask_rows_of_the_spec(case, has_pred, has_gt, expected, conventio
     pred, gt = (blob if has_pred else empty), (blob if has_gt else empty)
     m = compute_metrics(pred, gt, hd_convention=convention)
     assert empty_case(pred, gt) == case
-    assert m == pytest.approx(m | expected)
-    assert all(math.isfinite(v) for v in m.values())
+    assert m == pytest.approx(m | expected, nan_ok=True)
+    undefined = {"lesion_recall"} if case == "gt_empty" else set()  # the one NaN rule (no target, a prediction)
+    assert {k for k, v in m.items() if not math.isfinite(v)} == undefined
 
 
 def test_empty_rows_diagonal_uses_spacing():
