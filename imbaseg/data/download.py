@@ -561,6 +561,8 @@ def _guard(raw: Path, new: Path, same_source: Callable[[dict], bool]) -> Callabl
     """A ``replace`` check: an existing raw/ entry may only be replaced by the source that made it."""
 
     def check(dst: Path) -> None:
+        if dst.is_symlink() and not dst.exists():
+            return  # a link to a folder that was moved or deleted holds nothing to lose
         owner = _owner(raw, dst.name)
         if owner is None or not same_source(owner):
             raise _refusal(raw, dst, new, owner)

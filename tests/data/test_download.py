@@ -479,3 +479,15 @@ def test_planned_entries_match_what_extraction_creates(tmp_path, members, expect
                     tf.addfile(info, None if m.endswith("/") else io.BytesIO(b"x"))
         assert dl.planned_entries(archive) == [expected]
         assert [p.name for p in dl.extract(archive, tmp_path / kind / "raw")] == [expected]
+
+
+def test_a_dangling_link_is_replaced_without_force(shared_data, tmp_path):
+    """The README's "if you move the folder, run the command again" with the folder's new place."""
+    src = tmp_path / "old" / "CVC-ClinicDB"
+    shutil.copytree(shared_data / "samples" / "CVC-ClinicDB", src)
+    dl.download("cvc", root=tmp_path, sources=[src])
+    moved = tmp_path / "new" / "CVC-ClinicDB"
+    moved.parent.mkdir()
+    src.rename(moved)
+    assert dl.download("cvc", root=tmp_path, sources=[moved]) == [f"CVC-ClinicDB: linked from {moved}"]
+    assert len(find_cvc(raw_dir("cvc", tmp_path)).pairs) == 20
