@@ -66,10 +66,12 @@ def report(runs: list[Path], figures: Path, figure: Path) -> None:
 
     print("\n\033[1mDemo results (test split, synthetic-polyp)\033[0m")
     for run in runs:
-        dice = read_summary(RunDir(run).summary_json("test"))["metrics"]["dice"]
+        s = read_summary(RunDir(run).summary_json("test"))
+        dice, f1, ece = (s["metrics"][m] for m in ("dice", "lesion_f1", "ece"))
         print(
             f"  {run.parent.name:<20} test Dice {dice['mean']:.3f} "
-            f"(95% CI {dice['ci_low']:.3f}-{dice['ci_high']:.3f}, n={dice['n']})   {run}"
+            f"(95% CI {dice['ci_low']:.3f}-{dice['ci_high']:.3f}, n={dice['n']}), "
+            f"lesion F1 {f1['mean']:.3f}, ECE {ece['mean']:.4f}   {run}"
         )
     row = next(r for r in compare_runs(runs, "test", metrics=("dice",)).rows() if r["p_value"] is not None)
     print(

@@ -57,12 +57,45 @@ def evaluate(
         "--out",
         help="Folder for comparison.{csv,md} with several runs (default runs/comparison-<timestamp>).",
     ),
+    lesion_overlap: float = typer.Option(
+        0.0,
+        "--lesion-overlap",
+        help="Share of a target component's pixels one predicted component must cover for the lesion to "
+        "count as detected: 0 = any overlapping pixel (default), 0.5 = the stricter rule.",
+    ),
+    min_component: int = typer.Option(
+        0,
+        "--min-component",
+        help="Ignore connected components smaller than this many pixels, in the target and the "
+        "prediction, for the lesion-wise metrics (default 0: count every component).",
+    ),
+    size_bins: str = typer.Option(
+        None,
+        "--size-bins",
+        help="Edges of the object-size bins of the target's foreground fraction, e.g. 0.01,0.05 "
+        "(default: tertiles of the split).",
+    ),
+    calibrate: bool = typer.Option(
+        False,
+        "--calibrate",
+        help="Fit one temperature on the val split (eval/temperature.json) and report the calibration "
+        "(ECE, Brier) before and after it.",
+    ),
+    metric: list[str] = typer.Option(
+        [],
+        "--metric",
+        help="With several runs: the metrics to compare (repeatable, e.g. --metric lesion_f1 --metric ece; "
+        "default: all); the first one is tested in the terminal table.",
+    ),
 ) -> None:
     """Metrics of trained runs, in RUN_DIR/eval/<split>/: per_image.csv, summary.json/.md, predictions/.
 
+    Beside the overlap, surface and clDice metrics: lesion-wise detection, results by object size,
+    calibration (ECE, Brier, reliability.png).
+
     Several RUN_DIRs are also compared: comparison.csv and comparison.md (mean and 95% CI of every
     metric per run; paired Wilcoxon, Holm-adjusted, median difference and effect size against the first
-    run of each dataset).
+    run of each dataset; the same per object-size bin).
     """
     from imbaseg.cli import render
     from imbaseg.evaluation.evaluate import evaluate_runs
@@ -85,11 +118,16 @@ def evaluate(
             amp=amp,
             data_root=data_root,
             size=size,
+            lesion_overlap=lesion_overlap,
+            min_component=min_component,
+            size_bins=size_bins,
+            calibrate=calibrate,
+            metrics=metric or None,
         )
     for summary in result["runs"]:
         render.evaluation_summary(summary)
     if result["comparison"] is not None:
-        render.comparison_tables(result["comparison"])
+        render.comparison_tables(result["comparison"], **render.comparison_columns(metric))
         csv_path, md_path = result["files"]
         console.print(f"wrote the comparison {csv_path} and {md_path.name}", highlight=False)
 

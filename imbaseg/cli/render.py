@@ -239,25 +239,72 @@ def _mean_ci(a: dict, digits: int = 4) -> str:
 
 
 def evaluation_summary(s: dict) -> None:
-    """One evaluated run (``evaluate_run``'s summary): mean, 95% CI and median per metric, the AUCs."""
+    """One evaluated run (``evaluate_run``'s summary): mean, 95% CI and median per metric, the AUCs, then
+    the lesion-wise detection, results by object size and calibration sections."""
     from rich.table import Table
 
     t = Table(title=f"{s['run_dir']} - {s['split']} ({s['n_images']} images, threshold {s['threshold']})")
     for col in ("metric", "mean", "95% CI", "median"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     for m, a in s["metrics"].items():
+        if a["mean"] is None:  # lesion_recall when no image has a target component
+            t.add_row(m, "n/a", "", "")
+            continue
         t.add_row(m, f"{a['mean']:.4f}", f"[{a['ci_low']:.4f}, {a['ci_high']:.4f}]", f"{a['median']:.4f}")
     for k in ("auc_roc", "auc_pr"):
         t.add_row(k, "n/a" if s[k] is None else f"{s[k]:.4f}", "", "")
     console.print(t)
+    _evaluation_sections(s)
     console.print(f"wrote {s['eval_dir']}", highlight=False)
 
 
-def comparison_tables(comparison, metrics=("dice", "hd95", "cldice"), test_metric: str = "dice") -> None:
+def _n(v, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _evaluation_sections(s: dict) -> None:
+    """The lesion, object-size and calibration parts of an evaluation summary (absent in older ones)."""
+    from rich.table import Table
+
+    le, bs, cal = s.get("lesion"), s.get("by_size"), s.get("calibration")
+    if le:
+        classes = le["by_area"]["classes"]
+        areas = ", ".join(
+            f"{c['class']} {_n(c['recall'], 3)} ({c['detected']}/{c['targets']})" for c in classes
+        )
+        console.print(
+            f"lesions ({le['rule']}): {le['detected']}/{le['targets']} detected, {le['fp']} false "
+            f"positive(s) of {le['predicted']} predicted; recall {_n(le['recall'])}, precision "
+            f"{_n(le['precision'])}, F1 {_n(le['f1'])}; recall by area: {areas}",
+            highlight=False,
+        )
+    if bs:
+        t = Table(title=f"by object size (fg_fraction bins, {bs['rule']}): mean")
+        t.add_column("metric")
+        for b in bs["bins"]:
+            t.add_column(f"{b['bin']} (n={b['n']})", justify="right")
+        for m in ("dice", "lesion_recall", "lesion_f1", "ece"):
+            t.add_row(m, *(_n((b["metrics"].get(m) or {}).get("mean")) for b in bs["bins"]))
+        console.print(t)
+    if cal:
+        line = f"calibration ({cal['pixels']} pixels, {cal['bins']} bins): ECE {cal['ece']:.4f}, "
+        line += f"Brier {cal['brier']:.4f}"
+        t = cal.get("temperature")
+        if t:
+            after = t["pooled_after"]
+            line += f"; with T = {t['temperature']:.3f} (fitted on {t['fitted_on']}): "
+            line += f"ECE {after['ece']:.4f}, Brier {after['brier']:.4f}"
+        console.print(line + f"; diagram {cal['figure']}", highlight=False)
+
+
+def comparison_tables(
+    comparison, metrics=("dice", "lesion_f1", "ece", "hd95", "cldice"), test_metric: str = "dice"
+) -> None:
     """A ``Comparison`` (``imbaseg.evaluation.comparison``): per dataset and split, mean [95% CI] of
     ``metrics`` and the Holm-adjusted p and effect size r of ``test_metric`` against the reference."""
     from rich.table import Table
 
+    from imbaseg.evaluation.comparison import metric_digits
     from imbaseg.viz.labels import metric_title
 
     rows = {(r["dataset"], r["split"], r["metric"], r["label"]): r for r in comparison.rows()}
@@ -272,12 +319,19 @@ def comparison_tables(comparison, metrics=("dice", "hd95", "cldice"), test_metri
             cells = []
             for m in shown:
                 r = rows[(g.dataset, g.split, m, e.label)]
-                cells.append(_mean_ci(r, 2 if r["direction"] == "lower" else 4))
+                cells.append("n/a" if r["mean"] is None else _mean_ci(r, metric_digits(m)))
             r = rows.get((g.dataset, g.split, test_metric, e.label), {})
             p, eff = r.get("p_holm"), r.get("effect_r")
             cells += ["-" if p is None else f"{p:.3g}", "-" if eff is None else f"{eff:+.2f}"]
             t.add_row(e.label, *cells)
         console.print(t)
+
+
+def comparison_columns(metrics) -> dict:
+    """``comparison_tables``' keyword arguments for ``--metric M ...``: those metrics shown and the first
+    one tested against the reference; none given: the defaults."""
+    metrics = list(metrics or [])
+    return {"metrics": tuple(metrics), "test_metric": metrics[0]} if metrics else {}
 
 
 def prediction_results(results: list[dict]) -> None:

@@ -99,6 +99,12 @@ def compare(
     labels: list[str] = typer.Option(
         [], "--labels", help="Column labels: one per run, or one per column (default: readable loss names)."
     ),
+    metric: list[str] = typer.Option(
+        [],
+        "--metric",
+        help="Metrics of the comparison tables, e.g. --metric lesion_f1 ece (default: all); the first one "
+        "is tested in the terminal table.",
+    ),
     out: Path = typer.Option(
         None,
         "--out",
@@ -126,8 +132,9 @@ def compare(
         labels=labels or None,
         out=out,
         root=root,
+        metrics=metric or None,
     )
-    render.comparison_tables(result["comparison"])
+    render.comparison_tables(result["comparison"], **render.comparison_columns(metric))
     rows = ", ".join(f"{d} #{i}" for d, i in result["rows"])
     console.print(f"[bold]wrote[/] {result['png']} and {result['pdf'].name}  ({rows})")
     console.print(f"[bold]tables[/] {result['csv']} and {result['md'].name}")

@@ -13,6 +13,7 @@ masks of ``predict --temperature`` only at thresholds other than 0.5.
 
 - ``PixelPool``: a split's valid pixels (probabilities, labels), sampled beyond a cap (also the AUCs' pool);
 - ``fit_temperature(logits, labels)`` -> (T, info); ``apply_temperature(probs, T)``; ``to_logits``;
+  ``scaled_threshold(t, T)`` (the same mask from the unscaled probabilities);
 - ``fit_on_split(predictor, data)`` -> info; ``write_temperature`` / ``read_temperature`` /
   ``resolve_temperature`` (``predict --temperature auto|T``).
 """
@@ -71,6 +72,13 @@ def apply_temperature(probs, temperature: float) -> np.ndarray:
     """float32 ``sigmoid(to_logits(probs) / T)``, same shape; T = 1 returns the clipped probabilities."""
     z = to_logits(probs) / float(temperature)
     return (0.5 * (1 + np.tanh(0.5 * z))).astype(np.float32)  # the sigmoid, without overflow
+
+
+def scaled_threshold(threshold: float, temperature: float) -> float:
+    """The threshold on the unscaled probabilities that gives the mask ``p_T >= threshold``:
+    sigmoid(logit(p) / T) >= t  <=>  p >= sigmoid(T logit(t)) (both sides monotone; exact up to the clip)."""
+    z = float(temperature) * math.log(threshold / (1 - threshold))
+    return 1 / (1 + math.exp(-z))
 
 
 def mean_bce(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:

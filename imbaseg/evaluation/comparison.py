@@ -367,6 +367,16 @@ def analyse_images(g: Group, ids: list[str], metrics, n_boot: int = N_BOOT, seed
     return out
 
 
+def check_metric_names(metrics) -> None:
+    """UserError for a name that is not a comparable per-image metric (``COMPARABLE_NAMES``)."""
+    for m in metrics or ():
+        if m not in COMPARABLE_NAMES:
+            raise UserError(
+                f"unknown metric '{m}'.{suggestion(m, COMPARABLE_NAMES)} "
+                f"Choose from: {', '.join(COMPARABLE_NAMES)}"
+            )
+
+
 def comparable_metrics(groups: list[Group], metrics=None) -> tuple[str, ...]:
     """The metrics to compare: ``metrics`` checked (known, and a column of every run's per_image.csv),
     or by default every ``METRIC_NAMES`` that all runs have (evaluations written before the lesion and
@@ -374,12 +384,8 @@ def comparable_metrics(groups: list[Group], metrics=None) -> tuple[str, ...]:
     runs = [r for g in groups for e in g.entries for r in e.runs]
     if metrics is None:
         return tuple(m for m in METRIC_NAMES if all(m in r.per_image.metrics for r in runs))
+    check_metric_names(metrics)
     for m in metrics:
-        if m not in COMPARABLE_NAMES:
-            raise UserError(
-                f"unknown metric '{m}'.{suggestion(m, COMPARABLE_NAMES)} "
-                f"Choose from: {', '.join(COMPARABLE_NAMES)}"
-            )
         lacking = next((r for r in runs if m not in r.per_image.metrics), None)
         if lacking is not None:
             raise UserError(

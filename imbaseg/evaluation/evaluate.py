@@ -416,15 +416,17 @@ def _run_split(
 # ----------------------------------------------------------------------------- several runs
 
 
-def evaluate_runs(run_dirs, out=None, progress=None, **options) -> dict:
+def evaluate_runs(run_dirs, out=None, progress=None, metrics=None, **options) -> dict:
     """``evaluate_run`` on each run folder, then (two or more runs) the comparison files
-    (``imbaseg.evaluation.comparison``) in ``out`` (default ``runs/comparison-<timestamp>/``).
+    (``imbaseg.evaluation.comparison``, of ``metrics``: default all) in ``out`` (default
+    ``runs/comparison-<timestamp>/``).
 
     Returns {"runs": [summaries], "comparison": Comparison or None, "files": (csv, md) or None}.
     progress: ``progress(stage, done, total)``; with several runs a stage starts with the run's folder.
     """
     from imbaseg.evaluation.comparison import (
         check_distinct,
+        check_metric_names,
         compare_runs,
         comparison_files,
         default_comparison_dir,
@@ -432,6 +434,7 @@ def evaluate_runs(run_dirs, out=None, progress=None, **options) -> dict:
     )
 
     run_dirs = check_distinct(run_dirs)
+    check_metric_names(metrics)  # before the evaluations, not after them
     summaries = []
     for r in run_dirs:
         prefixed = progress
@@ -440,6 +443,6 @@ def evaluate_runs(run_dirs, out=None, progress=None, **options) -> dict:
         summaries.append(evaluate_run(r, progress=prefixed, **options))
     if len(summaries) < 2:
         return {"runs": summaries, "comparison": None, "files": None}
-    comparison = compare_runs(run_dirs, options.get("split", "test"))
+    comparison = compare_runs(run_dirs, options.get("split", "test"), metrics=metrics)
     files = write_comparison(comparison, *comparison_files(out or default_comparison_dir()))
     return {"runs": summaries, "comparison": comparison, "files": files}

@@ -259,13 +259,16 @@ def compare(
     out: str | os.PathLike | None = None,
     root=None,
     dpi: int = DPI,
+    metrics=None,
 ) -> dict:
-    """Render the comparison grid of evaluated runs and write their comparison tables next to it.
+    """Render the comparison grid of evaluated runs and write their comparison tables next to it
+    (``metrics``: the comparison's metrics, default all; ``imbaseg.evaluation.comparison``).
 
     Returns {png, pdf, csv, md, rows: [(dataset, id)], labels, comparison, figsize, dpi}.
     """
     from imbaseg.evaluation.comparison import (
         check_distinct,
+        check_metric_names,
         compare_groups,
         group_runs,
         label_runs,
@@ -275,6 +278,7 @@ def compare(
 
     run_dirs = check_distinct(run_dirs)
     lookup(select, {m: m for m in SELECT_MODES}, "selection mode")
+    check_metric_names(metrics)
     runs = [load_figure_run(r, split, root) for r in run_dirs]
     label_runs([r.run for r in runs], labels)
     groups = group_runs([r.run for r in runs])
@@ -284,7 +288,7 @@ def compare(
     fig, _ = render_comparison(rows, dpi)
     png, _ = output_paths(out or default_out(runs, root))
     png, pdf = save_figure(fig, png, dpi)
-    comparison = compare_groups(groups)
+    comparison = compare_groups(groups, metrics)
     csv_path, md_path = write_comparison(comparison, *table_paths(png))
     return {
         "png": png,

@@ -57,6 +57,14 @@ METRIC_TITLES = {
     "cldice": "clDice",
     "auc_roc": "AUC-ROC",
     "auc_pr": "AUC-PR",
+    "lesion_recall": "Lesion recall",
+    "lesion_precision": "Lesion precision",
+    "lesion_f1": "Lesion F1",
+    "lesion_detected": "Lesions detected",
+    "lesion_missed": "Lesions missed",
+    "lesion_fp": "FP components",
+    "ece": "ECE",
+    "brier": "Brier",
 }
 
 ACRONYMS = {"bce": "BCE", "ce": "CE", "dt": "DT", "iou": "IoU", "dou": "DoU", "hd": "HD", "wce": "WCE"}
