@@ -233,9 +233,12 @@ def test_similarity_of_612_frames_is_vectorised():
     import time
 
     thumbs = list(np.random.default_rng(1).integers(0, 256, (612, *sp.THUMB_HW), dtype=np.uint8))
+    sp.similarity_matrix(thumbs[:2])  # imports scipy.ndimage
     start = time.perf_counter()
     sim = sp.similarity_matrix(thumbs)
-    assert sim.shape == (612, 612) and time.perf_counter() - start < 2.0  # ~0.3 s on 2 busy cores
+    # 0.3 s on 2 idle cores, 0.5-0.8 s at load 7 (tests/benchmarks/bench_splits.py); a loop over the
+    # 187k pairs would take minutes, so a generous bound still catches it on a busy machine
+    assert sim.shape == (612, 612) and time.perf_counter() - start < 5.0
 
 
 # --- synthetic videos: known sequences, revisits --------------------------------------------------
