@@ -171,8 +171,9 @@ class SegDataset(torch.utils.data.Dataset):
 
     Items: ``image`` float32 (C, H, W), z-scored per image; ``mask`` float32 (1, H, W) in {0, 1};
     ``fov`` float32 (1, H, W) in {0, 1} (ones when the dataset has no FOV); ``id`` str; ``index`` int
-    (position in ``ids``); one float32 (1, H, W) map per ``distance_keys`` entry, computed by
-    ``imbaseg.losses.distance_maps`` on the augmented (and cropped) mask.
+    (position in ``ids``); one tensor per ``distance_keys`` entry, computed by
+    ``imbaseg.losses.distance_maps`` on the augmented (and cropped) mask: float32 (1, H, W) maps, and
+    int64 (1, 3) for ``boundary_counts`` (the losses ask for what they need via ``distance_inputs``).
 
     size: (H, W) to resize to at cache time, None for the native size. augment: None (off), an
     ``AugmentConfig``, a dict of its keys, or a callable ``(image, mask, fov, seed=) -> (image, mask, fov)``.
@@ -380,8 +381,8 @@ def _check_distance_keys(keys) -> tuple[str, ...]:
 
 
 def _distance_tensors(mask: np.ndarray, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """{key: float32 (1, H, W)} from ``imbaseg.losses.distance_maps`` on a bool (H, W) mask."""
+    """{key: (1, ...)} from ``imbaseg.losses.distance_maps`` on a bool (H, W) mask, in its dtypes."""
     from imbaseg.losses import distance_maps
 
     maps = distance_maps(mask, keys)
-    return {k: torch.from_numpy(np.ascontiguousarray(maps[k], dtype=np.float32))[None] for k in keys}
+    return {k: torch.from_numpy(np.ascontiguousarray(maps[k]))[None] for k in keys}  # float32 maps, int64 counts

@@ -12,10 +12,11 @@ float32 under autocast, has ``distance_inputs`` (the precomputed maps it can tak
 from imbaseg.losses._registry import LOSSES, build_loss, coerce_params, get_loss, list_losses
 from imbaseg.losses.balanced import boundary_gaussian_weight_map
 from imbaseg.losses.compound import CompoundLoss, parse_loss_spec
-from imbaseg.losses.distance import DISTANCE_KEYS, EMPTY_DISTANCE, distance_maps, edt
+from imbaseg.losses.distance import COUNTS_KEY, DISTANCE_KEYS, EMPTY_DISTANCE, distance_maps, edt, gauss_key
 
 __all__ = [
     "LOSSES",
+    "COUNTS_KEY",
     "DISTANCE_KEYS",
     "EMPTY_DISTANCE",
     "CompoundLoss",
@@ -24,6 +25,7 @@ __all__ = [
     "coerce_params",
     "distance_maps",
     "edt",
+    "gauss_key",
     "get_loss",
     "list_losses",
     "parse_loss_spec",

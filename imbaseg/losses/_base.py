@@ -24,7 +24,10 @@ class BinaryLoss(nn.Module):
     formula: ClassVar[str] = ""
     reference: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    distance_inputs: ClassVar[tuple[str, ...]] = ()  # precomputed maps it can take as extras
+    # On the class: the distance maps (DISTANCE_KEYS) it accepts as extras. On an instance: the precomputed
+    # inputs it asks the data loader for (keys of distance_maps): the class's, or, where the target-only
+    # terms depend on the loss's parameters, those terms themselves (boundary-gaussian: gauss(sigma=S)).
+    distance_inputs: ClassVar[tuple[str, ...]] = ()
     differentiable: ClassVar[bool] = True  # False: gradcheck is not meaningful (none so far)
 
     def __init__(self) -> None:

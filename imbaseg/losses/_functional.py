@@ -76,6 +76,20 @@ def extra_map(extras: dict, key: str, like: Tensor) -> Tensor | None:
     return value.to(device=like.device, dtype=like.dtype)
 
 
+def extra_counts(extras: dict, key: str, like: Tensor) -> Tensor | None:
+    """The batch total ``(K,)`` int64 of the precomputed per-image counts ``extras[key]`` ``(B, 1, K)`` or
+    ``(B, K)`` (the loader's collated ``(1, K)`` items), on ``like``'s device; None when absent."""
+    value = extras.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, Tensor) and value.dim() in (2, 3) and value.shape[0] == like.shape[0]
+    if not ok or (value.dim() == 3 and value.shape[1] != 1) or value.is_floating_point():
+        shape = f"{tuple(value.shape)} {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"extra input '{key}' must be an integer tensor of shape ({like.shape[0]}, 1, K), "
+                         f"got {shape}")
+    return value.reshape(value.shape[0], -1).sum(0).to(device=like.device)
+
+
 def signed(x: Tensor, y: Tensor) -> Tensor:
     """``(1 - 2y) x``: ``-x`` on foreground, ``x`` on background (exact, one fused pass)."""
     return torch.addcmul(x, y, x, value=-2.0)
@@ -100,61 +114,153 @@ def pow_exp(x: Tensor, a: float) -> Tensor:
 
 # --------------------------------------------------------------------------------------------------
 # Fused pixel sums: the hot path of bce, dynamit-*, boundary-gaussian, dou and boundary-dou.
+#
+# On the CPU the pixels go through in chunks of _CHUNK: each elementwise op of a chunk then reads and
+# writes data that sits in the core's L2 cache, instead of streaming 4.7 MB tensors (8x1x384x384)
+# through memory once per op. Measured on one core: the forward of boundary-dou 14.5 ms -> 8.3 ms.
+# Each chunk's sums are accumulated in float64, which is also more accurate than one float32 dot over
+# a million pixels (MKL's sdot was 1e-5 off in relative terms at 8x1x384x384). On a GPU, where launches
+# cost and caches matter less, the whole tensor is one chunk.
+
+_CHUNK = 1 << 17  # CPU pixels per chunk: 512 KiB of float32 per temporary, a few of them fit in L2
+
+
+def chunk_bounds(n: int, device: torch.device) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)``: chunks of ``_CHUNK`` on the CPU, one elsewhere."""
+    step = _CHUNK if device.type == "cpu" else max(n, 1)
+    return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+
+class ClampedWeight:
+    """A weight map made chunk by chunk, never stored whole: ``min(1, base + g)``, then ``w_pos`` on
+    foreground when ``fix_fg`` (lerp with weight y in {0, 1}: exact at both ends).
+
+    g: flat ``(n,)`` tensor; base, w_pos: 0-d tensors of g's dtype. ``full(y)`` gives the whole map.
+    """
+
+    __slots__ = ("g", "base", "w_pos", "fix_fg")
+
+    def __init__(self, g: Tensor, base: Tensor, w_pos: Tensor, fix_fg: bool):
+        self.g, self.base, self.w_pos, self.fix_fg = g.reshape(-1), base, w_pos, fix_fg
+
+    def chunk(self, i: int, j: int, y: Tensor, out: Tensor) -> Tensor:
+        torch.add(self.g[i:j], self.base, out=out).clamp_max_(1.0)
+        return out.lerp_(self.w_pos.expand_as(out), y) if self.fix_fg else out
+
+    def full(self, y: Tensor) -> Tensor:
+        return self.chunk(0, self.g.numel(), y.reshape(-1), torch.empty_like(self.g)).view(y.shape)
+
+
+def _weight_chunk(w, i: int, j: int, y: Tensor, scratch: Tensor | None) -> Tensor | None:
+    if w is None or isinstance(w, Tensor):
+        return w if w is None else w[i:j]
+    return w.chunk(i, j, y, scratch[: j - i])
 
 
 class _PixelSums(torch.autograd.Function):
     """Sums over all pixels, with one hand-written backward instead of a dozen autograd nodes.
 
     Outputs a vector: ``[sum(w * softplus(s))]`` if ``want_bce``, then ``[sum(e^2), sum(y*e), sum(e)]``
-    if ``want_error``; ``s = (1-2y) z``, ``e = sigmoid(s)``, ``w`` a per-pixel weight (None = 1).
-    Gradient: ``d/dz = (1-2y) e [g0 w + (1-e)(2 e g1 + y g2 + g3)]``.
+    if ``want_error``; ``s = (1-2y) z``, ``e = sigmoid(s)``, ``w`` a per-pixel weight (None = 1; a flat
+    tensor, or a ``ClampedWeight``). Gradient: ``d/dz = (1-2y) e [g0 w + (1-e)(2 e g1 + y g2 + g3)]``.
     """
 
     @staticmethod
     def forward(ctx, z, y, w, want_bce: bool, want_error: bool):
-        s = signed(z, y)
-        e = torch.sigmoid(s)
-        flat_e = e.reshape(-1)
-        out = []
-        if want_bce:
-            sp = F.softplus(s).reshape(-1)
-            out.append(sp.sum() if w is None else torch.dot(sp, w.reshape(-1)))
-        if want_error:
-            out += [torch.dot(flat_e, flat_e), torch.dot(flat_e, y.reshape(-1)), flat_e.sum()]
-        ctx.want = (want_bce, want_error)
-        ctx.save_for_backward(e, y, w)
-        return torch.stack(out)
+        zf, yf = z.reshape(-1), y.reshape(-1)
+        bounds = chunk_bounds(zf.numel(), zf.device)
+        e = torch.empty_like(zf)
+        parts = zf.new_empty((len(bounds), int(want_bce) + 3 * int(want_error)))
+        scratch = None if isinstance(w, Tensor) or w is None else zf.new_empty(bounds[0][1] if bounds else 0)
+        for row, (i, j) in zip(parts, bounds, strict=True):
+            zc, yc, ec = zf[i:j], yf[i:j], e[i:j]
+            s = signed(zc, yc)
+            torch.sigmoid(s, out=ec)
+            if want_bce:
+                sp = F.softplus(s)
+                wc = _weight_chunk(w, i, j, yc, scratch)
+                torch.sum(sp, 0, out=row[0]) if wc is None else torch.dot(sp, wc, out=row[0])
+            if want_error:
+                k = int(want_bce)
+                torch.dot(ec, ec, out=row[k])
+                torch.dot(ec, yc, out=row[k + 1])
+                torch.sum(ec, 0, out=row[k + 2])
+        if len(bounds) == 1 and scratch is not None and want_bce:
+            w = scratch  # one chunk (a GPU): keep the map made above rather than make it again in backward
+        ctx.want, ctx.weight, ctx.bounds = (want_bce, want_error), w, bounds
+        ctx.save_for_backward(e, yf)
+        ctx.shape = z.shape
+        if len(bounds) == 1:
+            return parts[0]
+        return parts.sum(0, dtype=torch.float64).to(zf.dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        e, y, w = ctx.saved_tensors
-        want_bce, want_error = ctx.want
-        if want_error:
-            g = grad[1:] if want_bce else grad
-            acc = torch.addcmul(g[2], y, g[1]).addcmul_(e, 2.0 * g[0])  # 2 e g1 + y g2 + g3
-            acc.addcmul_(acc, e, value=-1.0)  # times (1 - e)
-            if want_bce:
-                acc = acc.addcmul_(w, grad[0]) if w is not None else acc.add_(grad[0])
-            acc.mul_(e)
+        e, y = ctx.saved_tensors
+        if len(ctx.bounds) > 1:
+            out = _backward_chunks(e, y, ctx.weight, grad, ctx.want, ctx.bounds)
         else:
-            acc = e * grad[0] if w is None else torch.mul(w, grad[0]).mul_(e)
-        return acc.addcmul_(y, acc, value=-2.0), None, None, None, None  # times (1 - 2y), in place
+            w = ctx.weight if isinstance(ctx.weight, Tensor) or ctx.weight is None else ctx.weight.full(y)
+            out = _backward_whole(e, y, w, grad, *ctx.want)
+        return out.view(ctx.shape), None, None, None, None
 
 
-def pixel_sums(z: Tensor, y: Tensor, w: Tensor | None = None, *, bce: bool = True,
+def _backward_whole(e: Tensor, y: Tensor, w: Tensor | None, grad: Tensor, want_bce: bool,
+                    want_error: bool) -> Tensor:
+    """The gradient in whole-tensor ops with 0-d tensor factors: no host sync on a GPU."""
+    if want_error:
+        g = grad[1:] if want_bce else grad
+        acc = torch.addcmul(g[2], y, g[1]).addcmul_(e, 2.0 * g[0])  # 2 e g1 + y g2 + g3
+        acc.addcmul_(acc, e, value=-1.0)  # times (1 - e)
+        if want_bce:
+            acc = acc.addcmul_(w, grad[0]) if w is not None else acc.add_(grad[0])
+        acc.mul_(e)
+    else:
+        acc = e * grad[0] if w is None else torch.mul(w, grad[0]).mul_(e)
+    return acc.addcmul_(y, acc, value=-2.0)  # times (1 - 2y), in place
+
+
+def _backward_chunks(e: Tensor, y: Tensor, w, grad: Tensor, want: tuple[bool, bool],
+                     bounds: list[tuple[int, int]]) -> Tensor:
+    """The same gradient chunk by chunk (CPU), with the factors as Python numbers (no sync on a CPU)."""
+    want_bce, want_error = want
+    g = grad.tolist()
+    g0 = g[0] if want_bce else 0.0
+    out = torch.empty_like(e)
+    tmp = e.new_empty(bounds[0][1])
+    scratch = None if isinstance(w, Tensor) or w is None else e.new_empty(bounds[0][1])
+    for i, j in bounds:
+        ec, yc, oc, a = e[i:j], y[i:j], out[i:j], tmp[: j - i]
+        wc = _weight_chunk(w, i, j, yc, scratch) if want_bce else None
+        if want_error:
+            g1, g2, g3 = g[-3:]
+            torch.mul(ec, 2.0 * g1, out=a).add_(yc, alpha=g2).add_(g3)  # 2 e g1 + y g2 + g3
+            torch.ops.aten.sigmoid_backward.grad_input(a, ec, grad_input=oc)  # times e (1 - e)
+            if want_bce:
+                oc.addcmul_(wc, ec, value=g0) if wc is not None else oc.add_(ec, alpha=g0)
+        elif wc is None:
+            torch.mul(ec, g0, out=oc)
+        else:
+            torch.mul(wc, ec, out=oc).mul_(g0)
+        oc.addcmul_(yc, oc, value=-2.0)  # times (1 - 2y), in place
+    return out
+
+
+def pixel_sums(z: Tensor, y: Tensor, w: Tensor | ClampedWeight | None = None, *, bce: bool = True,
                error: bool = False) -> Tensor:
     """Vector ``[sum(w*l)]`` (if ``bce``) followed by ``[sum(e^2), sum(y e), sum(e)]`` (if ``error``).
 
-    ``l`` is the per-pixel BCE from logits and ``e = |p - y|``. Differentiable in ``z`` only.
+    ``l`` is the per-pixel BCE from logits and ``e = |p - y|``. Differentiable in ``z`` only. ``w``: a
+    tensor of z's shape, a ``ClampedWeight`` (made per chunk), or None (1).
     """
     if not (bce or error):
         raise ValueError("pixel_sums needs bce or error")
-    if w is not None:
-        w = w.to(z.dtype)
+    if isinstance(w, Tensor):
+        w = w.to(z.dtype).reshape(-1)
     return _PixelSums.apply(z, y, w, bce, error)
 
 
-def weighted_bce_mean(z: Tensor, y: Tensor, w: Tensor | None = None) -> Tensor:
+def weighted_bce_mean(z: Tensor, y: Tensor, w: Tensor | ClampedWeight | None = None) -> Tensor:
     """``(1/|O|) sum(w * l(z, y))`` over all pixels of the batch (w = 1 when None)."""
     return pixel_sums(z, y, w, bce=True)[0] / z.numel()
 

@@ -13,8 +13,6 @@ concatenated batch, when the ranks hold equal batch sizes. Default False: per-ra
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -22,6 +20,7 @@ from torch import Tensor
 from imbaseg.losses._base import BinaryLoss
 from imbaseg.losses._functional import (
     DIMS_IMAGE,
+    ClampedWeight,
     check,
     count_pos,
     extra_map,
@@ -29,16 +28,19 @@ from imbaseg.losses._functional import (
     sync_sum,
     weighted_bce_mean,
 )
-from imbaseg.losses.distance import EMPTY_DISTANCE, edt
+from imbaseg.losses.distance import edt, gauss_key, gauss_reach, gaussian_of_distance
 
 GAUSS_EPS = 1e-6  # the spec's eps of boundary-gaussian
-EXP_FLOOR = -87.0  # exp() argument floor: exp(-87) is still a normal float32 (denormals: ~20x slower)
 
 
 def batch_counts(y: Tensor, sync: bool = False) -> tuple[Tensor, Tensor]:
     """Exact ``(P, N)`` of a 0/1 float batch as scalars; all-reduced (in float64) over ranks when ``sync``."""
-    pos = count_pos(y)
-    total = torch.full((), y.numel(), dtype=pos.dtype, device=pos.device)  # a fill, not a host copy
+    return batch_counts_from(count_pos(y), y.numel(), sync)
+
+
+def batch_counts_from(pos: Tensor, numel: int, sync: bool = False) -> tuple[Tensor, Tensor]:
+    """``(P, N)`` from the batch's foreground count ``pos`` (a scalar tensor) and its pixel count."""
+    total = torch.full((), numel, dtype=pos.dtype, device=pos.device)  # a fill, not a host copy
     if sync:
         pos, total = sync_sum(torch.stack([pos, total]).double())
     return pos, total - pos
@@ -94,35 +96,39 @@ class DynamitImageLoss(BinaryLoss):
         return weighted_bce_mean(z, y, w)  # equal-size images: mean of image means = mean over pixels
 
 
-def gaussian_weight(y: Tensor, yb: Tensor | None, dist_fg: Tensor | None, sigma: float,
-                    eps: float = GAUSS_EPS, sync: bool = False) -> Tensor:
-    """The boundary-gaussian weight map of a 0/1 batch ``y`` ``(B,1,H,W)``: ``w+`` on y=1, ``w-(x)`` on y=0.
+def gaussian_weight_terms(y: Tensor, yb: Tensor | None, dist_fg: Tensor | None, sigma: float,
+                          eps: float = GAUSS_EPS, sync: bool = False, gauss: Tensor | None = None,
+                          pos: Tensor | None = None) -> ClampedWeight:
+    """The boundary-gaussian weight map of a 0/1 batch ``y`` ``(B,1,H,W)`` as its terms (``full(y)``
+    makes the map): ``w+`` on y=1, ``w-(x)`` on y=0.
 
-    ``w+ = min(1, (N+eps)/(P+eps))``, ``b = (P+eps)/(N+eps)``,
-    ``w-(x) = min(1, b + exp(-d(x)^2/(2 sigma^2)))`` with ``d`` the distance to the nearest foreground
-    pixel of the same image and ``g = 0`` for images without foreground. ``dist_fg`` None: computed
-    here (``distance.edt`` of ``yb``, made from ``y`` if None).
-    The exponent is floored at -87: below that ``g < 2e-38`` cannot change ``b + g`` (``b >= eps/(N+eps)``),
-    so the weights are those of the formula to the last bit, without slow denormal arithmetic.
+    ``w+ = min(1, (N+eps)/(P+eps))``, ``b = (P+eps)/(N+eps)``, ``w-(x) = min(1, b + g(x))`` with
+    ``g = exp(-d^2/(2 sigma^2))`` (``distance.gaussian_of_distance``), ``d`` the distance to the nearest
+    foreground pixel of the same image, ``g = 0`` for images without foreground. The target-only term
+    comes precomputed (``gauss``, the loader's ``gauss(sigma=S)`` map), or from ``dist_fg``, or is
+    computed here (``distance.edt`` of ``yb``, made from ``y`` if None). ``pos``: the batch's P when known
+    (summed precomputed counts), else counted here; ``sync`` all-reduces P and N over ranks.
     """
     dtype = y.dtype
-    pos, neg = batch_counts(y, sync)
+    pos, neg = batch_counts(y, sync) if pos is None else batch_counts_from(pos.double(), y.numel(), sync)
     p, n = pos.double(), neg.double()
     w_pos = ((n + eps) / (p + eps)).clamp_max(1.0).to(dtype)
     base = ((p + eps) / (n + eps)).to(dtype)
-    if dist_fg is None:  # beyond reach every d gives the same weight, so only nearer d need be exact
-        reach = sigma * math.sqrt(-2.0 * EXP_FLOOR)
-        d = edt(mask_of(y, yb), max_distance=reach)
-    else:
-        d = dist_fg
-    d = d.to(dtype)
-    zero = torch.zeros((), dtype=dtype, device=d.device)
-    g = torch.addcmul(zero, d, d, value=-0.5 / sigma**2).clamp_min_(EXP_FLOOR).exp_()  # -d^2/2s^2 in one pass
-    if EMPTY_DISTANCE**2 * 0.5 / sigma**2 < -EXP_FLOOR:  # huge sigma: EMPTY_DISTANCE does not zero g itself
-        has_fg = y.flatten(1).amax(1).view(-1, 1, 1, 1) != 0
-        g = torch.where(has_fg, g, torch.zeros_like(g))
-    w_neg = g.add_(base).clamp_max_(1.0)
-    return w_neg.lerp_(w_pos.expand_as(w_neg), y)  # exact: w+ where y = 1, w- where y = 0
+    if gauss is None:
+        if dist_fg is None:  # beyond reach every d gives the same weight, so only nearer d need be exact
+            dist_fg = edt(mask_of(y, yb), max_distance=gauss_reach(sigma))
+        gauss = gaussian_of_distance(dist_fg.to(dtype), sigma)
+    # On foreground g = 1 (d = 0), so min(1, b + 1) = 1 = w+ whenever P <= N: the clamped map is already
+    # exact there. Knowing that needs P's value: free on a CPU, a host sync on a GPU, so there the
+    # foreground is always overwritten with w+.
+    exact_fg = y.device.type == "cpu" and bool(pos <= neg)
+    return ClampedWeight(gauss.to(dtype), base, w_pos, fix_fg=not exact_fg)
+
+
+def gaussian_weight(y: Tensor, yb: Tensor | None, dist_fg: Tensor | None, sigma: float,
+                    eps: float = GAUSS_EPS, sync: bool = False) -> Tensor:
+    """The whole boundary-gaussian weight map ``(B,1,H,W)`` of ``gaussian_weight_terms``."""
+    return gaussian_weight_terms(y, yb, dist_fg, sigma, eps, sync).full(y)
 
 
 def boundary_gaussian_weight_map(target, sigma: float = 2.0, eps: float = GAUSS_EPS, dist_fg=None, *,
@@ -154,9 +160,10 @@ class BoundaryGaussianLoss(BinaryLoss):
     """BCE whose background weight rises to 1 near the object (Gaussian of the distance) and decays to ``b``.
 
     ``L = (1/|O|) sum(y w+ softplus(-z) + (1-y) w-(x) softplus(z))`` with the weight map of
-    ``boundary_gaussian_weight_map``. Extras: ``dist_fg`` (B,1,H,W) precomputed distance to the nearest
-    foreground (``distance_maps``); computed in forward when absent. A batch without foreground has
-    ``w- = min(1, b)`` with ``b = eps/(N+eps)``: the loss is then tiny but not 0.
+    ``boundary_gaussian_weight_map``. Extras (B,1,H,W), from ``distance_maps``: ``gauss(sigma=S)`` for
+    this sigma (what ``distance_inputs`` asks the loader for: the step is then a weighted BCE), or
+    ``dist_fg``; computed in forward when absent. A batch without foreground has ``w- = min(1, b)``
+    with ``b = eps/(N+eps)``: the loss is then tiny but not 0.
     """
 
     name = "boundary-gaussian"
@@ -170,7 +177,9 @@ class BoundaryGaussianLoss(BinaryLoss):
         super().__init__()
         check(sigma > 0, self.name, f"sigma must be > 0, got {sigma}")
         self.sigma, self.sync_stats = sigma, sync_stats
+        self.distance_inputs = (gauss_key(sigma),)
 
     def compute(self, z, y, yb, extras):
-        w = gaussian_weight(y, yb, extra_map(extras, "dist_fg", z), self.sigma, GAUSS_EPS, self.sync_stats)
+        w = gaussian_weight_terms(y, yb, extra_map(extras, "dist_fg", z), self.sigma, GAUSS_EPS,
+                                  self.sync_stats, gauss=extra_map(extras, gauss_key(self.sigma), z))
         return weighted_bce_mean(z, y, w)

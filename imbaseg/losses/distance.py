@@ -30,10 +30,22 @@ Keys (each float32 ``(H, W)`` per image):
   for an all-foreground image.
 - ``sdf``: Kervadec's signed distance: ``dist_fg`` outside, ``-(dist_bg - 1)`` inside (0 on the inner
   boundary, negative deeper inside); all 0 for an image that is empty or full (it has no boundary).
+
+Target statistics beyond distances (what the boundary losses' step would otherwise compute from the
+target every step; the loss asks for them through its ``distance_inputs``):
+- ``gauss(sigma=S)`` (``gauss_key(S)``): boundary-gaussian's Gaussian term ``exp(-dist_fg^2 / (2 S^2))``,
+  float32 ``(H, W)``, the exponent floored at ``EXP_FLOOR``: 1 on foreground; on an image without
+  foreground the floor ``exp(-87) < 2e-38``, which cannot change a weight ``b + g`` (0 for huge S).
+  ``gaussian_of_distance`` is the one formula, used here and in forward.
+- ``boundary_counts``: int64 ``(3,)`` ``[P, C_fg, C_bg]`` of one image: its foreground count and, per
+  class, the pixels with a 4-neighbour outside the class (``region.boundary_counts``, which DoU's
+  alpha is made of). Per-image counts add up to the batch's, so the loss sums them over the batch.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,7 +55,10 @@ from torch import Tensor
 from imbaseg.errors import UserError
 
 EMPTY_DISTANCE = 1.0e4  # "no feature in this image": beyond any real image; exp(-d^2/2s^2) is 0 for s < 250
-DISTANCE_KEYS = ("dist_fg", "dist_bg", "sdf")
+EXP_FLOOR = -87.0  # exp() argument floor: exp(-87) is still a normal float32 (denormals: ~20x slower)
+DISTANCE_KEYS = ("dist_fg", "dist_bg", "sdf")  # the distance maps proper
+COUNTS_KEY = "boundary_counts"
+_GAUSS = re.compile(r"^gauss\(sigma=(?P<sigma>[^()]+)\)$")
 _CHUNK_ELEMENTS = 1 << 26  # pass-2 working set of the torch EDT: 64 Mi floats (256 MiB) per chunk
 
 
@@ -155,31 +170,87 @@ def boundary_distance(yb: Tensor, d_fg: Tensor | None = None, d_bg: Tensor | Non
     return torch.where(_has_boundary(yb, torch), d, torch.zeros_like(d))
 
 
-def distance_maps(mask: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
-    """Float32 ``(H, W)`` maps of ONE binary mask ``(H, W)`` (bool, uint8 0/1 or 0/255, 0/1 float; nonzero is
-    foreground) for the requested keys.
+def gauss_key(sigma: float) -> str:
+    """The precomputed-input key of boundary-gaussian's Gaussian term for ``sigma``: ``gauss(sigma=2.0)``."""
+    return f"gauss(sigma={float(sigma)!r})"  # repr: the float round-trips exactly through the key
 
-    Keys: ``dist_fg``, ``dist_bg``, ``sdf`` (see the module docstring for empty/full images). This is
-    what the data loader computes after augmentation; it equals what the losses compute themselves.
+
+def gauss_reach(sigma: float) -> float:
+    """Where the Gaussian term reaches its floor (13.2 sigma): beyond it no distance need be exact."""
+    return sigma * math.sqrt(-2.0 * EXP_FLOOR)
+
+
+def gaussian_of_distance(d: Tensor, sigma: float) -> Tensor:
+    """``g = exp(max(-d^2 / (2 sigma^2), EXP_FLOOR))``, a new tensor in ``d``'s dtype and shape ``(B, ...)``.
+
+    d: the distance to the nearest foreground pixel of the same image (0 on foreground, so g = 1 there;
+    ``EMPTY_DISTANCE`` on an image without foreground, where g is the floor). The floor keeps exp out of slow
+    denormals; below it g < 2e-38 cannot change a weight ``b + g`` (``b >= eps/(N+eps)``). For a sigma so
+    large that ``EMPTY_DISTANCE`` does not zero g by itself, g is zeroed on images with no d = 0 pixel.
+    """
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    g = torch.addcmul(zero, d, d, value=-0.5 / sigma**2).clamp_min_(EXP_FLOOR).exp_()  # -d^2/2s^2 in one pass
+    if EMPTY_DISTANCE**2 * 0.5 / sigma**2 < -EXP_FLOOR:
+        has_fg = (d == 0).flatten(1).any(1).view((-1,) + (1,) * (d.dim() - 1))
+        g = torch.where(has_fg, g, torch.zeros_like(g))
+    return g
+
+
+def distance_maps(mask: np.ndarray, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """The requested precomputed inputs of ONE binary mask ``(H, W)`` (bool, uint8 0/1 or 0/255, 0/1 float;
+    nonzero is foreground).
+
+    Keys: ``dist_fg``, ``dist_bg``, ``sdf`` and ``gauss(sigma=S)`` give float32 ``(H, W)`` maps;
+    ``boundary_counts`` an int64 ``(3,)`` vector (see the module docstring for each, and for empty/full
+    images). This is what the data loader computes after augmentation; it equals what the losses
+    compute themselves (the distances bit for bit, the Gaussian to float32 rounding: the same formula).
     """
     keys = _check_keys(keys)
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"distance_maps takes one (H, W) mask, got shape {mask.shape}")
     fg = (mask != 0)[None]
-    need_fg = any(k in ("dist_fg", "sdf") for k in keys)
+    sigmas = {k: _gauss_sigma(k) for k in keys if k.startswith("gauss(")}
+    need_fg = bool(sigmas) or any(k in ("dist_fg", "sdf") for k in keys)
     need_bg = any(k in ("dist_bg", "sdf") for k in keys)
     d_fg = _edt_numpy(fg) if need_fg else None
     d_bg = _edt_numpy(~fg) if need_bg else None
-    return {k: np.asarray(_combine(k, fg, d_fg, d_bg, np), dtype=np.float32)[0] for k in keys}
+    out = {}
+    for k in keys:
+        if k in sigmas:
+            out[k] = gaussian_of_distance(torch.from_numpy(d_fg), sigmas[k]).numpy()[0]
+        elif k == COUNTS_KEY:
+            from imbaseg.losses.region import boundary_counts  # region sits above this module
+
+            out[k] = boundary_counts(torch.from_numpy(fg[None])).numpy().astype(np.int64)
+        else:
+            out[k] = np.asarray(_combine(k, fg, d_fg, d_bg, np), dtype=np.float32)[0]
+    return out
+
+
+def _gauss_sigma(key: str) -> float:
+    """The sigma of a ``gauss(sigma=S)`` key; UserError unless S is a positive finite number."""
+    m = _GAUSS.match(key)
+    try:
+        sigma = float(m["sigma"]) if m else float("nan")
+    except ValueError:
+        sigma = float("nan")
+    if not (0 < sigma < float("inf")):
+        raise UserError(f"distance input '{key}': write gauss(sigma=S) with a number S > 0, e.g. "
+                        f"{gauss_key(2.0)}.")
+    return sigma
 
 
 def _check_keys(keys: Sequence[str]) -> tuple[str, ...]:
     keys = (keys,) if isinstance(keys, str) else tuple(keys)
+    known = DISTANCE_KEYS + (COUNTS_KEY,)
     for k in keys:
-        if k not in DISTANCE_KEYS:
+        if isinstance(k, str) and k.startswith("gauss("):
+            _gauss_sigma(k)
+        elif k not in known:
             from imbaseg.errors import suggestion
 
-            raise UserError(f"unknown distance map '{k}'.{suggestion(k, DISTANCE_KEYS)} "
-                            f"Choose from: {', '.join(DISTANCE_KEYS)}.")
+            choices = known + ("gauss(sigma=S)",)
+            raise UserError(f"unknown distance map '{k}'.{suggestion(str(k), choices)} "
+                            f"Choose from: {', '.join(choices)}.")
     return keys

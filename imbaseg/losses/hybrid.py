@@ -14,6 +14,7 @@ from imbaseg.losses._functional import (
     background_counts,
     check,
     dice_complement,
+    extra_counts,
     extra_map,
     pixel_sums,
     pow_exp,
@@ -22,7 +23,8 @@ from imbaseg.losses._functional import (
     tversky_complement,
     weighted_bce_mean,
 )
-from imbaseg.losses.balanced import GAUSS_EPS, gaussian_weight
+from imbaseg.losses.balanced import GAUSS_EPS, gaussian_weight_terms
+from imbaseg.losses.distance import COUNTS_KEY, gauss_key
 from imbaseg.losses.region import dou_from_sums
 
 
@@ -116,8 +118,10 @@ class UnifiedFocalSymmetricLoss(UnifiedFocalLoss):
 class BoundaryDoULoss(BinaryLoss):
     """The study's loss: ``boundary-gaussian(sigma) + lambda_dou * dou``, from one fused pass over the pixels.
 
-    Extras: ``dist_fg`` as for boundary-gaussian. ``last_terms`` holds the two (unweighted) parts.
-    ``sync_stats`` applies to both parts (see ``balanced`` and ``region.DoULoss``).
+    Extras: ``gauss(sigma=S)`` or ``dist_fg`` as for boundary-gaussian, and ``boundary_counts`` as for
+    dou (``distance_inputs`` asks the loader for the first and the last: the step is then one weighted
+    BCE with three more sums). ``last_terms`` holds the two (unweighted) parts. ``sync_stats`` applies
+    to both parts (see ``balanced`` and ``region.DoULoss``).
     """
 
     name = "boundary-dou"
@@ -131,11 +135,15 @@ class BoundaryDoULoss(BinaryLoss):
         check(sigma > 0, self.name, f"sigma must be > 0, got {sigma}")
         check(lambda_dou >= 0, self.name, f"lambda_dou must be >= 0, got {lambda_dou}")
         self.sigma, self.lambda_dou, self.sync_stats = sigma, lambda_dou, sync_stats
+        self.distance_inputs = (gauss_key(sigma), COUNTS_KEY)
 
     def compute(self, z, y, yb, extras):
-        w = gaussian_weight(y, yb, extra_map(extras, "dist_fg", z), self.sigma, GAUSS_EPS, self.sync_stats)
+        counts = extra_counts(extras, COUNTS_KEY, z)
+        w = gaussian_weight_terms(y, yb, extra_map(extras, "dist_fg", z), self.sigma, GAUSS_EPS,
+                                  self.sync_stats, gauss=extra_map(extras, gauss_key(self.sigma), z),
+                                  pos=None if counts is None else counts[0])
         sums = pixel_sums(z, y, w, bce=True, error=True)
         gauss = sums[0] / z.numel()
-        dou = dou_from_sums(sums[1:], y, yb, self.sync_stats)
+        dou = dou_from_sums(sums[1:], y, yb, self.sync_stats, counts=counts)
         self.last_terms = {"boundary-gaussian": gauss.detach(), "dou": dou.detach()}
         return gauss + self.lambda_dou * dou

@@ -25,6 +25,7 @@ from imbaseg.losses._functional import (
     check,
     count_pos,
     dice_complement,
+    extra_counts,
     mask_of,
     pixel_sums,
     pow_exp,
@@ -32,6 +33,7 @@ from imbaseg.losses._functional import (
     sync_sum,
     tversky_complement,
 )
+from imbaseg.losses.distance import COUNTS_KEY
 
 DOU_DELTA = 1e-5  # the smoothing of Sun et al.'s reference code
 DOU_ALPHA_MAX = 0.8  # the truncation Sun et al. recommend
@@ -164,14 +166,18 @@ def boundary_counts(yb: Tensor, pos: Tensor | None = None) -> Tensor:
     return torch.stack([pos, pos - torch.count_nonzero(inner), (m.numel() - pos) - bg_inner])
 
 
-def dou_from_sums(err: Tensor, y: Tensor, yb: Tensor | None, sync: bool, delta: float = DOU_DELTA) -> Tensor:
+def dou_from_sums(err: Tensor, y: Tensor, yb: Tensor | None, sync: bool, delta: float = DOU_DELTA,
+                  counts: Tensor | None = None) -> Tensor:
     """DoU from the error sums ``[E, E1, Et] = [sum e^2, sum y e, sum e]`` (``e = |p - y|``) of the batch.
 
     Per class ``c``: ``L_c = (Z+Y-2I+d)/(Z+Y-(1+alpha)I+d)``; here ``Z+Y-2I = sum (s-t)^2 = E`` for both
     classes, ``I_fg = P - E1``, ``I_bg = N - (Et - E1)`` and ``alpha = min(0.8, 2(1-(C+d)/(S+d)) - 1)``.
-    Both classes are evaluated as one length-2 vector.
+    Both classes are evaluated as one length-2 vector. counts: the batch's ``[P, C_fg, C_bg]`` when
+    known (the summed precomputed ``boundary_counts``), else counted here.
     """
-    pos, c_fg, c_bg = boundary_counts(mask_of(y, yb), count_pos(y)).double()
+    if counts is None:
+        counts = boundary_counts(mask_of(y, yb), count_pos(y))
+    pos, c_fg, c_bg = counts.double()
     counts = torch.stack([pos, torch.full_like(pos, y.numel()), c_fg, c_bg])
     if sync:
         err, counts = sync_sum(err, grad=True), sync_sum(counts)
@@ -186,6 +192,8 @@ class DoULoss(BinaryLoss):
     """Boundary DoU loss, binary form, batch sums (foreground ``s=p, t=y``; background ``s=1-p, t=1-y``).
 
     A class absent from the batch has ``S = C = I = Y = 0``, so ``alpha = -1`` and ``L_c = 1`` (no gradient).
+    Extras: ``boundary_counts`` (B,1,3), the per-image ``[P, C_fg, C_bg]`` (``distance_maps``; what
+    ``distance_inputs`` asks the loader for); counted in forward when absent.
     ``sync_stats``: all-reduce the sums ``S, C`` and ``I, Z, Y`` (through ``E``, with gradient) over ranks;
     each rank then returns the global-batch loss, whose gradient DDP's averaging makes exact.
     """
@@ -198,9 +206,11 @@ class DoULoss(BinaryLoss):
     def __init__(self, sync_stats: bool = False):  # False: per-rank sums
         super().__init__()
         self.sync_stats = sync_stats
+        self.distance_inputs = (COUNTS_KEY,)
 
     def compute(self, z, y, yb, extras):
-        return dou_from_sums(pixel_sums(z, y, bce=False, error=True), y, yb, self.sync_stats)
+        counts = extra_counts(extras, COUNTS_KEY, z)
+        return dou_from_sums(pixel_sums(z, y, bce=False, error=True), y, yb, self.sync_stats, counts=counts)
 
 
 # --------------------------------------------------------------------------------------------------

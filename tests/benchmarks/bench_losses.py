@@ -7,15 +7,21 @@ The batch holds a blob and a thin curve per image. Candidates are timed in inter
 fwd+bwd each per round, in a shuffled order) so that load on a shared machine hits all alike; the table
 reports the median and the best (min) time of each, and both ratios to ``F.binary_cross_entropy_with_logits``
 (on a busy shared machine the min ratio is the steadier one).
-Distance-based losses get two rows: maps computed inside forward, and maps handed in precomputed
-(what the trainer does: ``distance_maps`` runs in the data-loader workers). The "straightforward"
-rows are the per-image implementations of the original study: scipy EDT on the host image by image,
-and a Python loop of per-image conv2d calls for the DoU boundary count.
+Losses that take target-only inputs get more rows: "in forward" (everything computed in the step: on
+CUDA the on-device EDT), "precomputed" (what the trainer does: the loss's ``distance_inputs``, made by
+``distance_maps`` in the data-loader workers; for boundary-gaussian/boundary-dou the Gaussian term and
+the DoU counts) and, where those differ, "distance maps handed in" (the plain ``dist_fg`` map only).
+The "straightforward" rows are the per-image implementations of the original study: scipy EDT on the
+host image by image, and a Python loop of per-image conv2d calls for the DoU boundary count.
+
+    python tests/benchmarks/bench_losses.py --threads 1 --cpu-clock --losses boundary-gaussian,boundary-dou
+    python tests/benchmarks/bench_losses.py --device cuda --json losses.json   # as make gpu-check runs it
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -106,22 +112,29 @@ def naive_boundary_dou(z, y):
 # ------------------------------------------------------------------ timing
 
 
-def candidates(z, y):
-    """(label, variant, fn) with fn() -> scalar loss; BCE first."""
+def candidates(z, y, only: set[str] | None = None):
+    """(label, variant, fn) with fn() -> scalar loss; BCE first. ``only``: registry names to keep."""
     rows = [("BCE (torch)", "F.binary_cross_entropy_with_logits",
              lambda: F.binary_cross_entropy_with_logits(z, y))]
-    for name in LOSSES:
+    for name, cls in LOSSES.items():
+        if only is not None and name not in only:
+            continue
         loss = get_loss(name)
         keys = loss.distance_inputs
         rows.append((name, "in forward" if keys else "", lambda loss=loss: loss(z, y)))
         if keys:
             extras = precomputed(y, keys)
-            rows.append((name, "precomputed", lambda loss=loss, ex=extras: loss(z, y, **ex)))
-    rows += [("boundary-gaussian", "straightforward: per-image scipy on host",
-              lambda: naive_boundary_gaussian(z, y)),
-             ("dou", "straightforward: per-image conv loop", lambda: naive_dou(z, y)),
-             ("boundary-dou", "straightforward: both", lambda: naive_boundary_dou(z, y))]
-    return rows
+            rows.append((name, f"precomputed: {', '.join(keys)}",
+                         lambda loss=loss, ex=extras: loss(z, y, **ex)))
+        if cls.distance_inputs and tuple(cls.distance_inputs) != tuple(keys):
+            maps = precomputed(y, cls.distance_inputs)
+            rows.append((name, f"distance maps handed in: {', '.join(cls.distance_inputs)}",
+                         lambda loss=loss, ex=maps: loss(z, y, **ex)))
+    straightforward = [("boundary-gaussian", "straightforward: per-image scipy on host",
+                        lambda: naive_boundary_gaussian(z, y)),
+                       ("dou", "straightforward: per-image conv loop", lambda: naive_dou(z, y)),
+                       ("boundary-dou", "straightforward: both", lambda: naive_boundary_dou(z, y))]
+    return rows + [r for r in straightforward if only is None or r[0] in only]
 
 
 def time_all(rows, z, repeats: int, device: str, seed: int = 0, clock=time.perf_counter):
@@ -160,23 +173,31 @@ def loader_cost(y: torch.Tensor, keys=("dist_fg",), repeats: int = 5) -> float:
     return best * 1e3
 
 
-def bench(device: str, b: int, size: int, repeats: int, cpu_clock: bool = False) -> None:
+def bench(device: str, b: int, size: int, repeats: int, cpu_clock: bool = False,
+          only: set[str] | None = None) -> dict:
     z, y = make_batch(b, size, device)
     z.requires_grad_(True)
-    rows = candidates(z, y)
+    rows = candidates(z, y, only)
     clock = time.process_time if cpu_clock and device == "cpu" else time.perf_counter
     stats = time_all(rows, z, repeats, device, clock=clock)
     (base_med, base_min), fg = stats[0], y.mean().item()
+    clock_name = "process CPU time" if clock is time.process_time else "wall-clock time"
+    agree, worker_ms = check_straightforward(z, y), loader_cost(y)
     print(f"\n### {device.upper()}: batch {b}x1x{size}x{size} (foreground {fg:.2%}), "
-          f"{torch.get_num_threads()} threads, {repeats} interleaved rounds, "
-          f"{'process CPU time' if clock is time.process_time else 'wall-clock time'}")
-    print(f"straightforward versions agree with the library to {check_straightforward(z, y):.1e} "
-          f"(max rel diff); distance_maps(dist_fg) in a loader worker: {loader_cost(y):.1f} ms per image\n")
+          f"{torch.get_num_threads()} threads, {repeats} interleaved rounds, {clock_name}")
+    print(f"straightforward versions agree with the library to {agree:.1e} "
+          f"(max rel diff); distance_maps(dist_fg) in a loader worker: {worker_ms:.1f} ms per image\n")
     print("| loss | distance maps / variant | median ms | x BCE (median) | x BCE (min) |")
     print("| --- | --- | ---: | ---: | ---: |")
+    table = []
     for (label, variant, _), (t_med, t_min) in zip(rows, stats, strict=True):
         ratios = f"{t_med / base_med:.2f} | {t_min / base_min:.2f}"
         print(f"| {label} | {variant} | {t_med * 1e3:.2f} | {ratios} |")
+        table.append({"loss": label, "variant": variant, "median_ms": t_med * 1e3, "min_ms": t_min * 1e3,
+                      "x_bce_median": t_med / base_med, "x_bce_min": t_min / base_min})
+    return {"device": device, "batch": [b, 1, size, size], "threads": torch.get_num_threads(),
+            "rounds": repeats, "clock": clock_name, "foreground": fg, "straightforward_max_rel_diff": agree,
+            "loader_ms_per_image_dist_fg": worker_ms, "rows": table}
 
 
 def main(argv=None) -> None:
@@ -190,18 +211,31 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-clock", action="store_true",
                     help="CPU: time with the process CPU clock (with --threads 1 it ignores load from other "
                          "processes on a shared machine; wall-clock is the default)")
+    ap.add_argument("--losses", default=None, help="comma-separated registry names to time (BCE always)")
+    ap.add_argument("--json", default=None, help="also write the tables to this JSON file")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.repeats = 2, 128, 3
+    only = None
+    if args.losses:
+        only = {n.strip() for n in args.losses.split(",") if n.strip()}
+        unknown = only - set(LOSSES)
+        if unknown:
+            ap.error(f"unknown loss(es) {sorted(unknown)}; choose from {', '.join(LOSSES)}")
     torch.set_num_threads(args.threads)
     cpu = platform.processor() or platform.machine()
     print(f"# imbaseg loss benchmark - torch {torch.__version__}, {cpu}, {os.cpu_count()} CPUs")
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
+    results = []
     for device in devices:
         if device == "cuda" and not torch.cuda.is_available():
             print("\n(CUDA not available: GPU table not measured)")
             continue
-        bench(device, args.batch, args.size, args.repeats, args.cpu_clock)
+        results.append(bench(device, args.batch, args.size, args.repeats, args.cpu_clock, only))
+    if args.json:
+        meta = {"torch": torch.__version__, "cpu": cpu, "cpus": os.cpu_count(),
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+        Path(args.json).write_text(json.dumps({"meta": meta, "tables": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,10 @@ def test_bad_shapes_raise(name):
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_distance_inputs_are_known_keys(name):
-    from imbaseg.losses import DISTANCE_KEYS
+    from imbaseg.losses import DISTANCE_KEYS, distance_maps
 
-    assert set(LOSSES[name].distance_inputs) <= set(DISTANCE_KEYS)
-    assert isinstance(get_loss(name).last_terms, dict)
+    assert set(LOSSES[name].distance_inputs) <= set(DISTANCE_KEYS)  # on the class: the maps it accepts
+    loss = get_loss(name)
+    assert isinstance(loss.last_terms, dict)
+    made = distance_maps(np.zeros((4, 4), bool), loss.distance_inputs)  # what it asks the loader for
+    assert list(made) == list(loss.distance_inputs)

@@ -5,7 +5,9 @@ What is asserted, for equal per-rank batches (as a DistributedSampler with drop_
   gives exactly the single-process loss and gradient of the concatenated batch: mean_r L_r = L and
   grad_r / world = dL/dz[rank slice];
 - dou's value is the global one on every rank (L_r = L): its sums are all-reduced with gradient.
-With ``sync_stats=False`` the per-rank statistics differ (checked, so the test can fail).
+With ``sync_stats=False`` the per-rank statistics differ (checked, so the test can fail). The loader's
+precomputed target terms (``distance_inputs``) give each rank the same loss and gradient as computing
+them in forward, to float32 rounding.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from imbaseg.losses import get_loss
+from imbaseg.losses import distance_maps, get_loss
 
 SYNC_LOSSES = ["dynamit-batch", "boundary-gaussian", "dou", "boundary-dou"]
 WORLD = 2
@@ -40,6 +42,12 @@ def global_batch():
     return z, y
 
 
+def loader_inputs(y: torch.Tensor, keys) -> dict[str, torch.Tensor]:
+    """The data loader's precomputed inputs of a batch (``distance_maps`` per image, stacked)."""
+    maps = [distance_maps(y[i, 0].numpy(), keys) for i in range(len(y))]
+    return {k: torch.stack([torch.from_numpy(m[k]) for m in maps])[:, None] for k in keys}
+
+
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
@@ -48,10 +56,12 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         z_all, y_all = global_batch()
         part = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         results = {}
-        for sync in (True, False):
+        for sync in (True, False, "precomputed"):
             for name in SYNC_LOSSES:
                 z = z_all[part].clone().requires_grad_(True)
-                value = get_loss(name, sync_stats=sync)(z, y_all[part])
+                loss = get_loss(name, sync_stats=bool(sync))
+                extras = loader_inputs(y_all[part], loss.distance_inputs) if sync == "precomputed" else {}
+                value = loss(z, y_all[part], **extras)
                 value.backward()
                 results[name, sync] = (value.detach(), z.grad.detach())
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -93,3 +103,11 @@ def test_sync_stats_gives_the_single_process_loss_and_gradient(tmp_path):
         single = get_loss(name)(z_all, y_all).item()
         mean = torch.stack([r[name][0] for r in unsynced]).mean().item()
         assert abs(mean - single) > 1e-4 * abs(single), name  # per-rank statistics really differ
+
+    # the loader's precomputed terms (float32 Gaussian maps, exact counts) with synced statistics: the
+    # same per-rank losses and gradients as computing them in forward, to float32 rounding
+    for r in results:
+        for name in SYNC_LOSSES:
+            (v, g), (v_pre, g_pre) = r[name, True], r[name, "precomputed"]
+            assert v_pre.item() == pytest.approx(v.item(), rel=1e-6), name
+            assert torch.allclose(g_pre, g, rtol=1e-5, atol=1e-12), name

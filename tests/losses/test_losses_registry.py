@@ -101,7 +101,8 @@ def test_compound_from_string():
     loss = get_loss("boundary-gaussian(sigma=4)+0.5*dou")
     assert isinstance(loss, CompoundLoss)
     assert loss.weights == [1.0, 0.5] and loss.losses[0].sigma == 4.0
-    assert loss.distance_inputs == ("dist_fg",)
+    # what the loader precomputes: the Gaussian term at this sigma and the per-image DoU counts
+    assert loss.distance_inputs == ("gauss(sigma=4.0)", "boundary_counts")
     value = loss(z, y)
     a = get_loss("boundary-gaussian", sigma=4)(z, y)
     b = get_loss("dou")(z, y)
@@ -113,7 +114,7 @@ def test_compound_from_string():
 
 def test_compound_union_of_distance_inputs_and_repeated_names():
     loss = get_loss("boundary+hausdorff-dt+boundary-dou+dice+dice(smooth=1)")
-    assert loss.distance_inputs == ("sdf", "dist_fg", "dist_bg")
+    assert loss.distance_inputs == ("sdf", "dist_fg", "dist_bg", "gauss(sigma=2.0)", "boundary_counts")
     z, y = make_batch("random", b=2, h=8, w=8)
     loss(z, y)
     assert list(loss.last_terms) == ["boundary", "hausdorff-dt", "boundary-dou", "dice", "dice#2"]
