@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 IMB   := $(PY) -m imbaseg
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench figures slurm-start slurm-stop
+.PHONY: install demo test lint bench figures gpu-check gpu-carry slurm-start slurm-stop
 
 install: $(STAMP)
 
@@ -30,8 +30,23 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit $$?; done
 
+# PROFILE=budget (short CPU runs, the committed figures) or PROFILE=study (the study's presets, on a GPU)
+PROFILE ?= budget
 figures: $(STAMP)
-	$(PY) -m imbaseg.viz.make_figures
+	$(PY) -m imbaseg.viz.make_figures --profile $(PROFILE) $(FIGURES_ARGS)
+
+# Everything the GPU still owes, in one call of at most 8 minutes (README: GPU check). No $(STAMP): the
+# GPU machine reaches no package registry; its own python3 has the packages. Exit 2 without a GPU.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+# What the GPU check needs from ../shared/data, copied into .gpu-carry/ (ignored) for the call's carry.
+gpu-carry:
+	rm -rf .gpu-carry && mkdir -p .gpu-carry/data/samples
+	cp -r ../shared/data/DRIVE .gpu-carry/data/
+	cp -r ../shared/data/samples/CVC-ClinicDB ../shared/data/samples/ISIC2018 .gpu-carry/data/samples/
+	du -sh .gpu-carry
 
 # A single-node Slurm on this machine for the tests of `imbaseg study --executor slurm` (root, Debian).
 slurm-start:

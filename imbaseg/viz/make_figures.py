@@ -1,13 +1,21 @@
-"""``python -m imbaseg.viz.make_figures``: regenerate the README's three figures from short CPU runs.
+"""``python -m imbaseg.viz.make_figures``: regenerate the README's three figures.
 
-1. Prepares CVC-ClinicDB, ISIC 2018 and DRIVE from ``../shared/data`` (the 20-pair CVC and ISIC
-   samples, the full DRIVE) into a work root (default ``.figures-work/``); a dataset whose files are
-   absent is replaced by its synthetic stand-in (polyp, lesion, vessel).
-2. ``Figures/boundary_weights.png``: ``visualize_weights`` on those prepared images (native size).
-3. Trains a small U-Net (16 base channels, AdamW, cosine schedule) with Dynamit batch-wise, Boundary
-   Gaussian and Boundary DoU on each dataset, evaluates the test split (``evaluate_run``, which saves
-   the predictions), then renders ``Figures/Dynamit_vs_BoundaryGaussian.png`` and
-   ``Figures/BoundaryGaussian_vs_BoundaryDoU.png`` with ``compare`` (each with its ``_comparison.csv/.md``).
+Two profiles (``--profile``):
+- ``budget`` (default): short CPU runs. Prepares CVC-ClinicDB, ISIC 2018 and DRIVE from
+  ``../shared/data`` (the 20-pair CVC and ISIC samples, the full DRIVE) into a work root (default
+  ``.figures-work/``); a dataset whose files are absent is replaced by its synthetic stand-in (polyp,
+  lesion, vessel). Trains a small U-Net (16 base channels, AdamW, cosine schedule, reduced sizes).
+- ``study``: the study's own settings, meant for a GPU: each dataset's preset (``configs/cvc.yaml``,
+  ``drive.yaml``, ``isic.yaml``: U-Net base 64 at the study's size, SGD, plateau schedule, up to 400
+  epochs with early stopping; ``--epochs`` caps them), on the full prepared dataset when
+  ``<prepared-root>/data/prepared/<name>`` holds one, else on the same data as ``budget``.
+
+Both then draw ``Figures/boundary_weights.png`` (``visualize_weights`` on the prepared images at native
+size), train Dynamit batch-wise, Boundary Gaussian and the study's combined Boundary-DoU loss
+(``boundary-dou``: Boundary Gaussian + lambda x DoU) on each dataset, evaluate the test split
+(``evaluate_run``, which saves the predictions), and render ``Figures/Dynamit_vs_BoundaryGaussian.png``
+and ``Figures/BoundaryGaussian_vs_BoundaryDoU.png`` with ``compare`` (each with its
+``_comparison.csv/.md``).
 
 A finished run with the same config is reused (``--fresh`` retrains). The budget (sizes, epochs,
 seconds per run, test Dice) is printed at the end and returned by ``make_figures``.
@@ -31,11 +39,15 @@ SYNTHETIC_N = 60  # images per synthetic stand-in (42/9/9): enough to learn, sma
 # training sizes [H, W]: CVC keeps its 3:4 frame; DRIVE at the study's 512 would need hours on a CPU
 TRAIN_SIZE = {"cvc": [144, 192], "isic2018": [128, 128], "drive": [256, 256]}
 SIGMA = {"cvc": 4.0, "isic2018": 2.0, "drive": 2.0}  # the study's presets (configs/*.yaml)
-LOSSES = ("dynamit-batch", "boundary-gaussian", "dou")
+# boundary-dou is the study's combined loss (Boundary Gaussian + lambda x DoU), not the dou term alone
+LOSSES = ("dynamit-batch", "boundary-gaussian", "boundary-dou")
+SIGMA_LOSSES = ("boundary-gaussian", "boundary-dou")  # the losses that take the dataset's sigma
 FIGURES = {
     "Dynamit_vs_BoundaryGaussian": ("dynamit-batch", "boundary-gaussian"),
-    "BoundaryGaussian_vs_BoundaryDoU": ("boundary-gaussian", "dou"),
+    "BoundaryGaussian_vs_BoundaryDoU": ("boundary-gaussian", "boundary-dou"),
 }
+PROFILES = ("budget", "study")
+STUDY_DATASETS = ("cvc", "isic2018", "drive")  # each has its preset in configs/ (config.PRESETS)
 WEIGHT_SIGMAS = (1.0, 3.0, 6.0, 10.0)
 DEFAULT_EPOCHS = 30
 # DRIVE's 16 images at 256x256 cost ~3.5x a CVC epoch, and its validation Dice plateaus by epoch 20 of a
@@ -43,6 +55,7 @@ DEFAULT_EPOCHS = 30
 EPOCH_FACTOR = {"drive": 2 / 3, "synthetic-vessel": 2 / 3}
 QUICK_EPOCHS = 2
 RUN_NAME = "figures"
+STUDY_RUN_NAME = "figures-study"
 
 
 @dataclass
@@ -60,8 +73,10 @@ class RunRecord:
 @dataclass
 class Budget:
     data: dict[str, str] = field(default_factory=dict)  # dataset -> where its files came from
-    epochs: int = 0
+    epochs: int | None = 0  # None: the presets' own (study profile)
     threads: int = 1
+    profile: str = "budget"
+    device: str = "cpu"
     runs: list[RunRecord] = field(default_factory=list)
     seconds: float = 0.0
     figures: list[Path] = field(default_factory=list)
@@ -81,10 +96,12 @@ def _prepare(name: str, work: Path, **kwargs) -> None:
         prepare_dataset(name, root=work, force=True, **kwargs)
 
 
-def prepare_all(work: Path, shared: Path, quick: bool) -> dict[str, str]:
-    """Prepare each dataset into ``work``; returns {dataset name: description of its source}."""
+def prepare_all(work: Path, shared: Path, quick: bool, only=None) -> dict[str, str]:
+    """Prepare each dataset (or those in ``only``) into ``work``; returns {dataset name: its source}."""
     used = {}
     for name, rel in SOURCES.items():
+        if only is not None and name not in only:
+            continue
         src = shared / rel
         if src.is_dir():
             _prepare(name, work, source=src)
@@ -96,15 +113,60 @@ def prepare_all(work: Path, shared: Path, quick: bool) -> dict[str, str]:
     return used
 
 
+def link_full_prepared(work: Path, prepared_root: Path, shared: Path, quick: bool) -> dict[str, str]:
+    """The study profile's data: a dataset prepared in full under ``prepared_root`` is used from there,
+    through a link in ``work`` (runs and caches stay in ``work``); the others are prepared from
+    ``shared`` as the budget profile does. Returns {dataset name: description of its source}."""
+    from imbaseg.paths import prepared_dir
+
+    used, missing = {}, []
+    for name in STUDY_DATASETS:
+        full, target = prepared_dir(name, prepared_root), prepared_dir(name, work)
+        if not (full / "manifest.csv").is_file():
+            missing.append(name)
+            continue
+        if full.resolve() != target.resolve():
+            if target.is_symlink():
+                target.unlink()
+            elif target.exists():  # a sample prepared here earlier: our own scratch copy
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(full.resolve(), target_is_directory=True)
+        used[name] = f"full prepared: {full.resolve()}"
+    if missing:
+        used.update(prepare_all(work, shared, quick, only=missing))
+    return used
+
+
 def epochs_for(dataset: str, epochs: int) -> int:
     return max(1, round(epochs * EPOCH_FACTOR.get(dataset, 1.0)))
+
+
+def loss_params(dataset: str, loss: str) -> dict:
+    """The dataset's sigma (the study's presets) for the losses that take one, else nothing."""
+    return {"sigma": SIGMA.get(dataset, 2.0)} if loss in SIGMA_LOSSES else {}
+
+
+def study_config(dataset: str, loss: str, work: Path, epochs: int | None, device: str = "auto"):
+    """The run of ``loss`` on ``dataset`` at the study's settings: the dataset's preset (model, size,
+    optimiser, schedule, batch, epochs, early stopping, monitor), ``epochs`` capping its epochs."""
+    from imbaseg.config import load_config, preset_for
+
+    preset = preset_for(dataset)
+    if preset is None:
+        raise ValueError(f"dataset '{dataset}' has no study preset; the study profile has {STUDY_DATASETS}")
+    overrides = [("name", STUDY_RUN_NAME), ("data.root", str(work)), ("loss.name", loss),
+                 ("loss.terms", None), ("loss.params", loss_params(dataset, loss)), ("train.device", device)]
+    if epochs is not None:
+        overrides.append(("train.epochs", epochs))
+    return load_config(preset, overrides)
 
 
 def train_config(dataset: str, loss: str, work: Path, epochs: int):
     """The short CPU run of ``loss`` on ``dataset`` (``epochs`` before the per-dataset factor)."""
     from imbaseg.config import from_dict
 
-    params = {"sigma": SIGMA.get(dataset, 2.0)} if loss == "boundary-gaussian" else {}
+    params = loss_params(dataset, loss)
     return from_dict(
         {
             "name": RUN_NAME,
@@ -141,31 +203,38 @@ def _finished(run_dir: Path, cfg) -> bool:
     return bool(last) and last["epoch"] >= cfg.train.epochs and not last.get("interrupted")
 
 
-def train_one(dataset: str, loss: str, work: Path, epochs: int, fresh: bool, console) -> RunRecord:
+def train_one(dataset: str, loss: str, work: Path, epochs: int | None, fresh: bool, console,
+              profile: str = "budget", device: str = "auto") -> RunRecord:
     from imbaseg.paths import runs_root, safe_name, slug
     from imbaseg.training.trainer import train
 
-    cfg = train_config(dataset, loss, work, epochs)
-    run_dir = runs_root(work) / safe_name(dataset) / slug(cfg.loss_label) / RUN_NAME
+    if profile == "study":
+        cfg = study_config(dataset, loss, work, epochs, device)
+    else:
+        cfg = train_config(dataset, loss, work, epochs)
+    run_dir = runs_root(work) / safe_name(dataset) / slug(cfg.loss_label) / cfg.name
     reused = not fresh and _finished(run_dir, cfg)
     if not reused:
         shutil.rmtree(run_dir, ignore_errors=True)  # our own stale or partial run: start it over
         result = train(cfg)
         if Path(result.run_dir).resolve() != run_dir.resolve():
             raise RuntimeError(f"expected the run in {run_dir}, the trainer wrote {result.run_dir}")
-    return RunRecord(dataset, loss, run_dir, cfg.train.epochs, _history_seconds(run_dir), reused)
+    epochs_run, seconds = _history(run_dir)
+    return RunRecord(dataset, loss, run_dir, epochs_run, seconds, reused)
 
 
-def _history_seconds(run_dir: Path) -> float:
+def _history(run_dir: Path) -> tuple[int, float]:
+    """(epochs run, their wall time) from history.csv: early stopping can end a study run early."""
     import csv
 
     from imbaseg.training.run_dir import RunDir
 
     with open(RunDir(run_dir).history_csv, newline="") as f:
-        return sum(float(r.get("seconds") or 0.0) for r in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return len(rows), sum(float(r.get("seconds") or 0.0) for r in rows)
 
 
-def evaluate_one(rec: RunRecord, work: Path) -> None:
+def evaluate_one(rec: RunRecord, work: Path, device: str = "cpu") -> None:
     """Evaluate the run on its test split (saving the predictions that ``compare`` draws), unless a
     reused run already has that evaluation; records the time and the test Dice."""
     from imbaseg.evaluation.evaluate import evaluate_run
@@ -175,7 +244,7 @@ def evaluate_one(rec: RunRecord, work: Path) -> None:
     rd = RunDir(rec.run_dir)
     if not (rec.reused and rd.evaluated("test")):
         t0 = time.perf_counter()
-        evaluate_run(rec.run_dir, split="test", device="cpu", data_root=work)
+        evaluate_run(rec.run_dir, split="test", device=device, data_root=work)
         rec.eval_s = time.perf_counter() - t0
     rec.test_dice = read_summary(rd.summary_json("test"))["metrics"]["dice"]["mean"]
 
@@ -191,7 +260,7 @@ def default_threads() -> int:
 
 
 def make_figures(
-    work: str | Path = ".figures-work",
+    work: str | Path | None = None,
     figures: str | Path = "Figures",
     epochs: int | None = None,
     quick: bool = False,
@@ -199,20 +268,42 @@ def make_figures(
     shared: str | Path = SHARED_DATA,
     threads: int | None = None,
     console=None,
+    profile: str = "budget",
+    device: str | None = None,
+    prepared_root: str | Path = ".",
 ) -> Budget:
-    """Prepare, train, evaluate and render the three figures into ``figures``. Returns the budget."""
+    """Prepare, train, evaluate and render the three figures into ``figures``. Returns the budget.
+
+    profile: "budget" (short CPU runs) or "study" (the presets, on ``device``, default "auto"; a study
+    run without a GPU needs ``device="cpu"`` said outright). epochs: None = the profile's default (the
+    presets' own for "study"); quick: 2 epochs.
+    """
     import torch
 
+    from imbaseg.errors import UserError
     from imbaseg.viz.compare import compare
     from imbaseg.viz.weights import visualize_weights
 
+    if profile not in PROFILES:
+        raise UserError(f"unknown figures profile '{profile}'; choose {' or '.join(PROFILES)}.")
+    study = profile == "study"
+    device = device or ("auto" if study else "cpu")
+    if study and device == "auto" and not torch.cuda.is_available():
+        raise UserError("the study profile trains U-Net base 64 at the study's sizes for up to 400 epochs: "
+                        "it needs a GPU and none was found; pass --device cpu to run it on the CPU anyway "
+                        "(days), or use the default budget profile.")
     t_start = time.perf_counter()
-    work, figures = Path(work).resolve(), Path(figures)
-    budget = Budget(
-        epochs=epochs or (QUICK_EPOCHS if quick else DEFAULT_EPOCHS), threads=threads or default_threads()
-    )
+    work = Path(work or (".figures-work/study" if study else ".figures-work")).resolve()
+    figures = Path(figures)
+    if quick:
+        epochs = epochs or QUICK_EPOCHS
+    budget = Budget(epochs=epochs if study else epochs or DEFAULT_EPOCHS,
+                    threads=threads or default_threads(), profile=profile, device=device)
     torch.set_num_threads(budget.threads)
-    budget.data = prepare_all(work, Path(shared), quick)
+    if study:
+        budget.data = link_full_prepared(work, Path(prepared_root), Path(shared), quick)
+    else:
+        budget.data = prepare_all(work, Path(shared), quick)
     names = list(budget.data)
     say = console.print if console is not None else print
     w = visualize_weights(WEIGHT_SIGMAS, names, out=figures / "boundary_weights.png", root=work)
@@ -221,9 +312,10 @@ def make_figures(
     runs: dict[tuple[str, str], RunRecord] = {}
     for name in names:
         for loss in LOSSES:
-            say(f"training {loss} on {name} ({epochs_for(name, budget.epochs)} epochs)")
-            rec = train_one(name, loss, work, budget.epochs, fresh, None)
-            evaluate_one(rec, work)
+            shown = budget.epochs if study else epochs_for(name, budget.epochs)
+            say(f"training {loss} on {name} ({shown or 'the preset'} epochs, {profile} profile)")
+            rec = train_one(name, loss, work, budget.epochs, fresh, None, profile, device)
+            evaluate_one(rec, work, "cpu" if device == "cpu" else device)
             runs[(name, loss)] = rec
             say(
                 f"  {rec.run_dir}: {rec.train_s:.0f} s training{' (reused)' if rec.reused else ''}, "
@@ -246,14 +338,25 @@ def size_text(dataset: str) -> str:
 
 def budget_markdown(b: Budget) -> str:
     """The budget as a Markdown paragraph and table, for the README."""
+    if b.profile == "study":
+        cap = f"at most {b.epochs} epochs" if b.epochs else "the presets' epochs"
+        training = (
+            "Training: the study's presets (configs/cvc.yaml, isic.yaml, drive.yaml: U-Net base 64 at the "
+            f"study's size, SGD, plateau schedule, early stopping), {cap}, on {b.device}, seed 42; "
+            "test metrics at the prepared images' native size."
+        )
+    else:
+        training = (
+            "Training: U-Net with 16 base channels, AdamW (lr 1e-3, weight decay 1e-4), cosine schedule, "
+            "batch 4, no early stopping, "
+            f"CPU ({b.threads} thread(s)), seed 42, best validation Dice checkpoint; training sizes (H x W) "
+            + ", ".join(f"{k} {size_text(k)}" for k in b.data)
+            + "; test metrics at the prepared images' native size."
+        )
     lines = [
         "Data: " + "; ".join(f"{k} ({v})" for k, v in b.data.items()) + ".",
         "",
-        "Training: U-Net with 16 base channels, AdamW (lr 1e-3, weight decay 1e-4), cosine schedule, "
-        "batch 4, no early stopping, "
-        f"CPU ({b.threads} thread(s)), seed 42, best validation Dice checkpoint; training sizes (H x W) "
-        + ", ".join(f"{k} {size_text(k)}" for k in b.data)
-        + "; test metrics at the prepared images' native size.",
+        training,
         "",
         "| dataset | loss | epochs | training (s) | test evaluation (s) | test Dice |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -272,12 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m imbaseg.viz.make_figures", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--root", default=".figures-work", help="work root for prepared data and runs")
+    p.add_argument("--profile", choices=PROFILES, default="budget",
+                   help="budget: short CPU runs (default); study: the study's presets, on a GPU")
+    p.add_argument("--root", default=None,
+                   help="work root for data and runs (default .figures-work; study: .figures-work/study)")
     p.add_argument("--figures", default="Figures", help="where the figures go (default: Figures/)")
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {DEFAULT_EPOCHS})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs per run (budget default {DEFAULT_EPOCHS}; study: caps the presets' 400)")
     p.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_EPOCHS} epochs")
     p.add_argument("--fresh", action="store_true", help="retrain even when a finished run exists")
     p.add_argument("--data", default=str(SHARED_DATA), help="the shared real data folder")
+    p.add_argument("--prepared-root", default=".",
+                   help="study: a project root whose data/prepared/<name> holds full datasets (default .)")
+    p.add_argument("--device", default=None, help="budget: cpu (default); study: auto (default), cuda, cpu")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: 1 on a busy machine)"
     )
@@ -285,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.epochs is not None and a.epochs < 1:
         p.error("--epochs must be at least 1")
     try:
-        b = make_figures(a.root, a.figures, a.epochs, a.quick, a.fresh, a.data, a.threads)
+        b = make_figures(a.root, a.figures, a.epochs, a.quick, a.fresh, a.data, a.threads, None, a.profile,
+                         a.device, a.prepared_root)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,10 @@ def test_train_configs_are_valid_and_small(tmp_path, dataset, loss):
     assert cfg.model.base_channels == 16 and cfg.train.device == "cpu" and cfg.optim.name == "adamw"
     assert cfg.data.size == mf.TRAIN_SIZE.get(dataset)
     assert cfg.train.epochs == (20 if dataset == "drive" else 30)
-    if loss == "boundary-gaussian":  # the study's sigma per dataset
+    if loss in ("boundary-gaussian", "boundary-dou"):  # the study's sigma per dataset
         assert cfg.loss.params == {"sigma": mf.SIGMA.get(dataset, 2.0)}
+    else:
+        assert cfg.loss.params == {}
 
 
 def test_cvc_keeps_its_aspect():
@@ -50,3 +52,75 @@ def test_budget_markdown_lists_every_run():
     assert "| cvc | dou | 30 | 61 | 3 | 0.500 |" in text
     assert "| synthetic-vessel | dou | 20 | 10 | reused | 0.250 |" in text
     assert "cvc 144x192" in text and "synthetic-vessel native" in text and "2.0 min" in text
+
+
+def test_the_second_figure_compares_boundary_gaussian_with_the_combined_boundary_dou_loss(tmp_path):
+    """The study's own loss is boundary-dou (Boundary Gaussian + lambda x DoU), not the dou term alone; the
+    third column's label says so."""
+    from imbaseg.viz.labels import loss_label
+
+    assert mf.FIGURES["BoundaryGaussian_vs_BoundaryDoU"] == ("boundary-gaussian", "boundary-dou")
+    assert "dou" not in mf.LOSSES and "boundary-dou" in mf.LOSSES
+    cfg = mf.train_config("cvc", "boundary-dou", tmp_path, 30)
+    assert cfg.loss.name == "boundary-dou" and cfg.loss.params == {"sigma": 4.0}
+    assert loss_label(cfg.loss.name, cfg.loss.params) == "Boundary Gaussian + DoU (σ=4) Loss"
+
+
+@pytest.mark.parametrize("dataset, size, batch, monitor, sigma", [
+    ("cvc", [288, 384], 2, "val_dice", 4.0), ("isic2018", [384, 384], 4, "val_loss", 2.0),
+    ("drive", [512, 512], 2, "val_loss", 2.0)])
+@pytest.mark.parametrize("loss", mf.LOSSES)
+def test_study_profile_runs_the_study_presets(tmp_path, dataset, size, batch, monitor, sigma, loss):
+    cfg = mf.study_config(dataset, loss, tmp_path, None)
+    assert cfg.model.base_channels == 64 and cfg.data.size == size and cfg.train.batch_size == batch
+    assert cfg.optim.name == "sgd" and cfg.optim.lr == 0.1 and cfg.sched.name == "plateau"
+    assert cfg.train.epochs == 400 and cfg.train.early_stopping == 20 and cfg.train.monitor == monitor
+    assert cfg.train.device == "auto" and cfg.name == mf.STUDY_RUN_NAME and cfg.data.root == str(tmp_path)
+    assert cfg.loss.name == loss and cfg.loss.params == ({"sigma": sigma} if loss != "dynamit-batch" else {})
+    assert mf.study_config(dataset, loss, tmp_path, 7, "cuda").train.epochs == 7
+
+
+def test_study_profile_without_a_gpu_asks_for_one(tmp_path, capsys):
+    import torch
+
+    from imbaseg.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="needs a GPU.*--device cpu"):
+        mf.make_figures(tmp_path / "w", tmp_path / "f", profile="study")
+    assert mf.main(["--profile", "study", "--root", str(tmp_path / "w")]) == 2
+    assert "needs a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "f").exists()
+
+
+def _fake_prepared(root: Path, name: str) -> Path:
+    folder = root / "data" / "prepared" / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.csv").write_text("id,split,height,width,fg_fraction,source\n")
+    return folder
+
+
+def test_study_profile_uses_the_full_prepared_datasets_when_present(tmp_path):
+    full_root, work = tmp_path / "project", tmp_path / "work"
+    full = {n: _fake_prepared(full_root, n) for n in mf.STUDY_DATASETS}
+    stale = work / "data" / "prepared" / "cvc"
+    stale.mkdir(parents=True)  # a sample prepared in the work root before: replaced by the link
+    used = mf.link_full_prepared(work, full_root, tmp_path / "no-shared-data", quick=True)
+    assert list(used) == list(mf.STUDY_DATASETS)
+    for name, folder in full.items():
+        link = work / "data" / "prepared" / name
+        assert link.is_symlink() and link.resolve() == folder.resolve()
+        assert used[name] == f"full prepared: {folder.resolve()}"
+    assert (full_root / "data" / "prepared" / "cvc" / "manifest.csv").is_file()  # the real data untouched
+    # the work root IS the project root: its datasets are used in place, nothing linked or removed
+    again = mf.link_full_prepared(full_root, full_root, tmp_path / "no-shared-data", quick=True)
+    assert again == used and not (full_root / "data" / "prepared" / "cvc").is_symlink()
+
+
+def test_study_profile_budget_text():
+    b = mf.Budget(data={"drive": "full prepared: /x"}, epochs=5, profile="study", device="cuda")
+    b.runs = [mf.RunRecord("drive", "boundary-dou", Path("r"), 5, 30.0, False, 2.0, 0.7)]
+    text = mf.budget_markdown(b)
+    assert "study's presets" in text and "at most 5 epochs" in text and "on cuda" in text
+    assert "| drive | boundary-dou | 5 | 30 | 2 | 0.700 |" in text
