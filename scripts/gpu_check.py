@@ -339,11 +339,13 @@ def part_inference(args) -> dict:
     from imbaseg.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("unet", in_channels=3, base_channels=64).eval()
+    model = create_model("unet", in_channels=3, base_channels=8 if args.smoke else 64).eval()
     image, source = _drive_image(find_data(args.data))
     rows = []
     for amp in (False, True):
-        for label, name, t, ratio in bi.bench_device(model, image, torch.device("cuda"), amp, False, 10):
+        rounds = 1 if args.smoke else 10
+        for label, name, t, ratio in bi.bench_device(model, image, torch.device(args.device), amp, args.smoke,
+                                                     rounds):
             rows.append({"device": label, "path": name, "s/image": round(t, 5), "images/s": round(1 / t, 2),
                          "x time of whole": round(ratio, 2)})
     return {"image": f"{image.shape[0]}x{image.shape[1]} ({source})", "rows": rows}
@@ -366,8 +368,11 @@ def part_drive(args) -> dict:
     prepare_dataset("drive", root=root, source=data / "DRIVE")
     prepare_s = time.perf_counter() - t0
     sys.argv = ["imbaseg", "train", "--config", str(REPO / "configs" / "drive.yaml"), "--root", str(root),
-                "--epochs", "3", "--compile", "--device", "cuda", "--name", "gpu-check",
+                "--epochs", "3", "--compile", "--device", args.device, "--name", "gpu-check",
                 "--set", "data.size=null", "--set", f"data.num_workers={min(8, os.cpu_count() or 1)}"]
+    if args.smoke:  # a CPU-sized run of the same path, to test this script where there is no GPU
+        sys.argv += ["--epochs", "1", "--no-compile", "--set", "model.base_channels=4",
+                     "--set", "train.max_train_batches=2", "--set", "data.num_workers=0"]
     from imbaseg.cli.main import run as cli
 
     t0 = time.perf_counter()
@@ -380,8 +385,11 @@ def part_drive(args) -> dict:
     histories = sorted((root / "runs").glob("drive/*/gpu-check/history.csv"))
     epochs = list(csv.DictReader(open(histories[-1]))) if histories else []
     n_train = sum(1 for ln in open(root / "data" / "prepared" / "drive" / "manifest.csv") if ",train," in ln)
+    if args.smoke:
+        n_train = min(n_train, 2 * 2)  # max_train_batches x batch size
     for row in epochs:
-        row["train images/s"] = round(n_train / float(row["seconds"]), 2) if float(row["seconds"]) else None
+        seconds = float(row["seconds"])
+        row["images/s (epoch incl. validation)"] = round(n_train / seconds, 2) if seconds else None
     return {"exit_code": code, "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
             "command": "imbaseg " + " ".join(sys.argv[1:]), "train_images": n_train,
             "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "rows": epochs}
@@ -524,6 +532,8 @@ def parse_args(argv=None):
     p.add_argument("--with-figures", action="store_true", help="end with make_figures --profile study")
     p.add_argument("--figures-epochs", type=int, default=5, help="epochs per run of the study figures")
     p.add_argument("--part", choices=sorted(INTERNAL), help=argparse.SUPPRESS)  # internal: run one part
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # internal parts: cpu to test here
+    p.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # internal parts: CPU-sized
     return p.parse_args(argv)
 
 

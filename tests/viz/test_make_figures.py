@@ -124,3 +124,26 @@ def test_study_profile_budget_text():
     text = mf.budget_markdown(b)
     assert "study's presets" in text and "at most 5 epochs" in text and "on cuda" in text
     assert "| drive | boundary-dou | 5 | 30 | 2 | 0.700 |" in text
+
+
+@pytest.mark.slow
+def test_study_profile_end_to_end_on_a_tiny_prepared_dataset(tiny_root, tmp_path, monkeypatch):
+    """The whole study path (link the full prepared data, train with the preset, evaluate, draw both
+    comparisons) on the tiny synthetic polyps, whose preset (configs/synthetic.yaml) is CPU-sized."""
+    import csv
+
+    monkeypatch.setattr(mf, "STUDY_DATASETS", ("synthetic-polyp",))
+    b = mf.make_figures(tmp_path / "work", tmp_path / "figs", epochs=1, profile="study", device="cpu",
+                        prepared_root=tiny_root, threads=1, shared=tmp_path / "no-shared-data")
+    full = (tiny_root / "data" / "prepared" / "synthetic-polyp").resolve()
+    assert b.data == {"synthetic-polyp": f"full prepared: {full}"}
+    assert [(r.loss, r.epochs) for r in b.runs] == [(loss, 1) for loss in mf.LOSSES]
+    for r in b.runs:
+        assert r.run_dir.name == mf.STUDY_RUN_NAME and r.run_dir.is_relative_to(tmp_path / "work")
+        assert r.test_dice is not None
+    assert sorted(p.name for p in b.figures) == ["BoundaryGaussian_vs_BoundaryDoU.png",
+                                                  "Dynamit_vs_BoundaryGaussian.png", "boundary_weights.png"]
+    with open(tmp_path / "figs" / "BoundaryGaussian_vs_BoundaryDoU_comparison.csv", newline="") as f:
+        labels = {row["label"] for row in csv.DictReader(f)}
+    assert labels == {"Boundary Gaussian Loss", "Boundary Gaussian + DoU Loss"}  # the column titles
+    assert not (tiny_root / "runs").exists()  # the runs stay in the work root
