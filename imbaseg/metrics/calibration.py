@@ -93,16 +93,31 @@ def _pixels(probs, target, valid) -> tuple[np.ndarray, np.ndarray]:
     return p, t.ravel()
 
 
-def calibration_counts(probs, target, valid=None, n_bins: int = N_BINS) -> CalibrationCounts:
-    """The ``CalibrationCounts`` of one image: probs (H, W) in [0, 1], target (H, W) mask, valid optional."""
-    p, y = _pixels(probs, target, valid)
-    p64 = p.astype(np.float64)
-    b = np.minimum((p64 * n_bins).astype(np.int64), n_bins - 1)
+def _binned(p: np.ndarray, y: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin n, sum(p), sum(y) of float64 probabilities ``p`` and bool labels ``y`` (1-D)."""
+    b = np.minimum((p * n_bins).astype(np.intp), n_bins - 1)
     n = np.bincount(b, minlength=n_bins)
-    sum_p = np.bincount(b, weights=p64, minlength=n_bins)
-    sum_y = np.bincount(b[y], minlength=n_bins).astype(np.float64)
+    return n, np.bincount(b, weights=p, minlength=n_bins), np.bincount(b[y], minlength=n_bins).astype(float)
+
+
+def calibration_counts(probs, target, valid=None, n_bins: int = N_BINS) -> CalibrationCounts:
+    """The ``CalibrationCounts`` of one image: probs (H, W) in [0, 1], target (H, W) mask, valid optional.
+
+    Segmentation is imbalanced: most pixels have a probability near 0, in the first bin. Only the pixels
+    that may lie above it are binned one by one (in float64); the first bin gets the rest from the image
+    totals, which gives the same counts and sums.
+    """
+    p, y = _pixels(probs, target, valid)
+    above = p >= 0.9 / n_bins  # a margin below the first edge: float32 rounding cannot move a pixel past it
+    ph, yh = p[above].astype(np.float64), y[above]
+    n, sum_p, sum_y = _binned(ph, yh, n_bins)
+    total_p, total_y = float(p.sum(dtype=np.float64)), int(np.count_nonzero(y))
+    n[0] += p.size - ph.size
+    sum_p[0] += total_p - float(ph.sum())
+    sum_y[0] += total_y - int(np.count_nonzero(yh))
     # sum (p - y)^2 = sum p^2 - 2 sum_{y} p + #y, without a temporary per pixel for (p - y)
-    sq = float(np.dot(p64, p64) - 2 * p64[y].sum() + np.count_nonzero(y))
+    squares = float(np.einsum("i,i->", p, p, dtype=np.float64))
+    sq = squares - 2 * float(p[y].sum(dtype=np.float64)) + total_y
     return CalibrationCounts(n.astype(np.int64), sum_p, sum_y, max(0.0, sq))
 
 

@@ -23,7 +23,8 @@ Rates (``lesion_scores``), the same rule per image and for a split's sums:
 | P + R = 0 | as computed | as computed | 0 |
 
 Matching is vectorised: one ``np.bincount`` over the label pairs of the overlapping pixels, no loop
-over components.
+over components. Each mask is labelled once, on its bounding box (``Components``); clDice's skeletons
+reuse those labels (``imbaseg.metrics.per_image.measure``).
 """
 
 from __future__ import annotations
@@ -78,18 +79,53 @@ def check_lesion_options(overlap, min_component) -> tuple[float, int]:
     return f, int(min_component)
 
 
-def components(mask: np.ndarray, min_component: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (H, W) int, areas (n,) int64) of the 8-connected components of a bool mask, those smaller
-    than ``min_component`` pixels removed and the rest renumbered 1..n in their original order."""
+@dataclass
+class Components:
+    """The 8-connected components of a bool (H, W) mask, labelled on its bounding box ``box``: ``labels``
+    (h, w) int, 1..``count`` in raster order of their first pixel (box None, count 0: an empty mask)."""
+
+    box: tuple[slice, slice] | None
+    labels: np.ndarray
+    count: int
+
+    def areas(self) -> np.ndarray:
+        """(count,) int64 pixels per component."""
+        fg = self.labels[self.labels > 0]
+        return np.bincount(fg, minlength=self.count + 1)[1:].astype(np.int64)
+
+
+def label_components(mask: np.ndarray) -> Components:
+    """``skimage.measure.label(connectivity=2)`` of a bool (H, W) mask, on its bounding box."""
     from skimage.measure import label  # here, not at the top: skimage.measure imports slowly
 
-    labels = label(mask, connectivity=2)
-    areas = np.bincount(labels.ravel())[1:].astype(np.int64)
+    box = bbox(mask)
+    if box is None:
+        return Components(None, np.zeros((0, 0), np.int32), 0)
+    labels, n = label(mask[box], connectivity=2, return_num=True)
+    return Components(box, labels, int(n))
+
+
+def _framed(c: Components, frame: tuple[slice, slice], min_component: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labels on ``frame``, areas): ``c`` placed in the frame (a box holding c.box), components smaller
+    than ``min_component`` pixels removed and the rest renumbered 1..n in their order."""
+    areas = c.areas()
+    labels = c.labels
     if min_component > 0 and areas.size and areas.min() < min_component:
         keep = np.r_[False, areas >= min_component]
-        labels = (np.cumsum(keep) * keep)[labels]
-        areas = areas[keep[1:]]
-    return labels, areas
+        labels, areas = (np.cumsum(keep) * keep)[labels], areas[keep[1:]]
+    if c.box == frame:
+        return labels, areas  # the usual case for large masks: no copy
+    out = np.zeros((frame[0].stop - frame[0].start, frame[1].stop - frame[1].start), dtype=labels.dtype)
+    if c.box is not None:
+        rows, cols = (slice(b.start - f.start, b.stop - f.start) for b, f in zip(c.box, frame, strict=True))
+        out[rows, cols] = labels
+    return out, areas
+
+
+def _union(a: tuple[slice, slice] | None, b: tuple[slice, slice] | None) -> tuple[slice, slice] | None:
+    if a is None or b is None:
+        return a or b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
 
 
 def _best_overlap(lt: np.ndarray, lp: np.ndarray, n_t: int, n_p: int) -> np.ndarray:
@@ -105,15 +141,21 @@ def _best_overlap(lt: np.ndarray, lp: np.ndarray, n_t: int, n_p: int) -> np.ndar
     return best[1:]
 
 
-def match_lesions(p: np.ndarray, t: np.ndarray, overlap: float = 0.0, min_component: int = 0) -> LesionMatch:
-    """Match the components of two bool (H, W) masks already cut to the FOV (see the module doc)."""
-    box = bbox(p | t)
-    if box is None:
+def match_lesions(
+    p: np.ndarray, t: np.ndarray, overlap: float = 0.0, min_component: int = 0, labelled=None
+) -> LesionMatch:
+    """Match the components of two bool (H, W) masks already cut to the FOV (see the module doc).
+
+    labelled: optional (``label_components(p)``, ``label_components(t)``), when they are at hand.
+    """
+    cp, ct = labelled if labelled is not None else (label_components(p), label_components(t))
+    frame = _union(cp.box, ct.box)
+    if frame is None:
         return LesionMatch(0, 0, 0, 0, np.zeros(0, np.int64), np.zeros(0, bool))
-    lt, areas = components(t[box], min_component)
-    lp, p_areas = components(p[box], min_component)
+    lt, areas = _framed(ct, frame, min_component)
+    lp, p_areas = _framed(cp, frame, min_component)
     n_t, n_p = areas.size, p_areas.size
-    both = (lt > 0) & (lp > 0)
+    both = (p[frame] & t[frame]) if min_component == 0 else (lt > 0) & (lp > 0)
     hit_pred = np.bincount(lp[both], minlength=n_p + 1)[1:] > 0
     if overlap == 0.0:
         detected = np.bincount(lt[both], minlength=n_t + 1)[1:] > 0

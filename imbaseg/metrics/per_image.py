@@ -10,6 +10,7 @@ from imbaseg.metrics.lesion import (
     LESION_NAMES,
     LesionMatch,
     check_lesion_options,
+    label_components,
     lesion_scores,
     match_lesions,
 )
@@ -97,8 +98,9 @@ def measure(
     p, t, v = masks(pred, target, valid)
     out = overlap_from_counts(*counts_of(p, t, v))
     out.update(surface_metrics(p, t, spacing=spacing, hd_convention=hd_convention, nsd_tau=nsd_tau))
-    out["cldice"] = cldice(p, t)
-    match = match_lesions(p, t, overlap, min_px)
+    labelled = (label_components(p), label_components(t))  # once, for clDice's skeletons and the lesions
+    out["cldice"] = cldice(p, t, components=labelled)
+    match = match_lesions(p, t, overlap, min_px, labelled)
     out.update(lesion_scores(match.targets, match.detected, match.predicted, match.fp))
     names, calib = MASK_METRIC_NAMES, None
     if probs is not None:

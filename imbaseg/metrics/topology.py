@@ -23,8 +23,11 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _MAX_PARTS = 256  # components thinned one by one; more (speckle) are thinned together
 
 
-def skeleton(mask: np.ndarray) -> np.ndarray:
+def skeleton(mask: np.ndarray, components=None) -> np.ndarray:
     """skimage skeleton of a bool (H, W) mask, thinned one 8-connected component at a time.
+
+    components: the mask's 8-connected labels on its bounding box when already at hand
+    (``imbaseg.metrics.lesion.Components``: box, labels, count); else they are computed here.
 
     Thinning decides each pixel from its 3x3 neighbourhood, which holds no pixel of another 8-connected
     component, so thinning each component on its own bounding box gives the skeleton of the whole mask
@@ -33,10 +36,13 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     are more than ``_MAX_PARTS`` of them (speckle: the loop would cost more than it saves).
     """
     out = np.zeros_like(mask)
-    box = bbox(mask)
+    if components is not None:
+        box, labels, n = components.box, components.labels, components.count
+    else:
+        box = bbox(mask)
+        labels, n = ndi.label(mask[box], structure=_EIGHT) if box is not None else (None, 0)
     if box is None:
         return out
-    labels, n = ndi.label(mask[box], structure=_EIGHT)
     parts = ndi.find_objects(labels) if n <= _MAX_PARTS else []
     scanned = sum((r.stop - r.start) * (c.stop - c.start) for r, c in parts)
     if not parts or scanned >= labels.size:
@@ -48,15 +54,18 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     return out if out.any() else mask.copy()
 
 
-def cldice(pred, target, valid=None) -> float:
-    """clDice of two (H, W) masks (cut to ``valid`` first when given), with the empty rules above."""
+def cldice(pred, target, valid=None, components=None) -> float:
+    """clDice of two (H, W) masks (cut to ``valid`` first when given), with the empty rules above.
+
+    components: optional (pred's, target's) 8-connected labels (see ``skeleton``), reused when given."""
     p, t, _ = masks(pred, target, valid)
     has_p, has_t = bool(p.any()), bool(t.any())
     if not (has_p or has_t):
         return 1.0
     if not (has_p and has_t):
         return 0.0
-    sp, st = skeleton(p), skeleton(t)
+    cp, ct = components if components is not None else (None, None)
+    sp, st = skeleton(p, cp), skeleton(t, ct)
     tprec = np.count_nonzero(sp & t) / np.count_nonzero(sp)
     tsens = np.count_nonzero(st & p) / np.count_nonzero(st)
     if tprec + tsens == 0:

@@ -3,9 +3,14 @@
     python tests/benchmarks/bench_metrics.py [--quick] [--n 100] [--seed 0]
 
 Masks: --n pairs of 512x512 blobs and --n pairs of vessel-like curves (default 100 each; --quick: 10).
-Each prediction is its GT shifted, thickened or thinned, with boundary noise and missed or extra pieces.
-  ours     imbaseg.metrics.compute_metrics: all 10 metrics (dice ... nsd, cldice)
-  ours-sd  the same without clDice (dice, iou, ..., hd95, assd, nsd): the set MONAI computes
+Each prediction is its GT shifted, thickened or thinned, with boundary noise and missed or extra pieces;
+its probabilities are the prediction blurred (Gaussian, sigma 2), float32.
+  ours     imbaseg.metrics.compute_metrics(pred, gt, probs=...): the whole per-image set, 15 metrics
+           (dice ... cldice, lesion recall/precision/F1, ECE, Brier) and the lesion counts
+  ours-10  the set before the lesion and calibration metrics (dice ... nsd, cldice), timed side by side
+           with ``ours`` (alternating, best of --repeat); "new/old" is ours / ours-10
+  lesion, calib  the lesion matching (both masks labelled) and ECE + Brier alone
+  ours-sd  dice, iou, ..., hd95, assd, nsd (no clDice): the set MONAI computes
   MONAI    DiceMetric + HausdorffDistanceMetric(percentile=95) + SurfaceDistanceMetric(symmetric) +
            SurfaceDiceMetric([2.0]) on (1, 1, H, W) tensors
   medpy    dc + hd95 + assd
@@ -28,8 +33,11 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from imbaseg.metrics import compute_metrics  # noqa: E402
+from imbaseg.metrics.calibration import calibration_metrics  # noqa: E402
+from imbaseg.metrics.lesion import lesion_metrics  # noqa: E402
 from imbaseg.metrics.overlap import overlap_metrics  # noqa: E402
 from imbaseg.metrics.surface import surface_metrics  # noqa: E402
+from imbaseg.metrics.topology import cldice  # noqa: E402
 
 SIZE = 512
 
@@ -111,11 +119,40 @@ def ours_sd(pred, gt):
     return {**overlap_metrics(pred, gt), **surface_metrics(pred, gt)}
 
 
+def ours_10(pred, gt):
+    """The per-image set as it was before the lesion and calibration metrics."""
+    return {**overlap_metrics(pred, gt), **surface_metrics(pred, gt), "cldice": cldice(pred, gt)}
+
+
+def soft(pred):
+    return np.clip(ndi.gaussian_filter(pred.astype(np.float32), 2), 0, 1)
+
+
+def side_by_side(pairs, repeat: int):
+    """(ms old, ms new, ms lesion, ms calibration) per image, best of ``repeat`` alternating rounds."""
+    triples = [(p, g, soft(p)) for p, g in pairs]
+    fns = {
+        "old": lambda p, g, s: ours_10(p, g),
+        "new": lambda p, g, s: compute_metrics(p, g, probs=s),
+        "lesion": lambda p, g, s: lesion_metrics(p, g),
+        "calib": lambda p, g, s: calibration_metrics(s, g),
+    }
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            for p, g, s in triples:
+                fn(p, g, s)
+            best[key] = min(best[key], (time.perf_counter() - start) / len(triples) * 1e3)
+    return best["old"], best["new"], best["lesion"], best["calib"]
+
+
 def max_diff(a, b, keys):
     return {k: max(abs(x[k] - y[k]) for x, y in zip(a, b, strict=True)) for k in keys}
 
 
-def bench(name, pairs):
+def bench(name, pairs, repeat: int = 3):
+    ms_old, ms_new, ms_lesion, ms_calib = side_by_side(pairs, repeat)
     ms_ours, ours = time_per_image(compute_metrics, pairs)
     ms_sd, _ = time_per_image(ours_sd, pairs)
     ms_monai, monai = time_per_image(monai_fn(), pairs)
@@ -125,6 +162,10 @@ def bench(name, pairs):
         for i, (p, g) in enumerate(pairs)
     ]
     print(f"\n{name}: {len(pairs)} pairs of {SIZE}x{SIZE}")
+    print(
+        f"  per-image set: ours-10 {ms_old:.2f} ms, ours {ms_new:.2f} ms: new/old {ms_new / ms_old:.2f}x "
+        f"(lesion matching {ms_lesion:.2f} ms, ECE + Brier {ms_calib:.2f} ms)"
+    )
     print(f"  {'':10}{'ms/image':>10}{'vs ours':>10}{'vs ours-sd':>12}")
     for label, ms in (("ours", ms_ours), ("ours-sd", ms_sd), ("MONAI", ms_monai), ("medpy", ms_medpy)):
         print(f"  {label:10}{ms:10.2f}{ms / ms_ours:10.2f}x{ms / ms_sd:11.2f}x")
@@ -139,6 +180,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="10 pairs of each kind")
     parser.add_argument("--n", type=int, default=100, help="pairs of each kind (default 100)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="alternating rounds of the side-by-side timing")
     args = parser.parse_args(argv)
     n = 10 if args.quick else args.n
     import torch
@@ -149,8 +191,8 @@ def main(argv=None):
     blobs = [blob_pair(rng) for _ in range(n)]
     vessels = [vessel_pair(rng) for _ in range(n)]
     print("per-image metrics, one process, same masks; ratios > 1 mean slower than ours")
-    bench("blobs", blobs)
-    bench("vessel-like curves", vessels)
+    bench("blobs", blobs, args.repeat)
+    bench("vessel-like curves", vessels, args.repeat)
 
 
 if __name__ == "__main__":

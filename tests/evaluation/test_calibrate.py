@@ -23,7 +23,7 @@ from imbaseg.evaluation.calibrate import (
 from imbaseg.metrics import calibration_counts
 
 
-def calibrated_sample(k: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+def calibrated_sample(k: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """Logits z on a grid, each repeated k times with round(k sigmoid(z)) positives: labels drawn exactly
     from sigmoid(z), without sampling noise, so the best temperature for z is 1."""
     z = np.linspace(-4.5, 4.5, 181)
