@@ -40,7 +40,9 @@ def train(
         None, help="Project root holding data/ and runs/ (default: $IMBASEG_HOME or .)."
     ),
     resume: Path = typer.Option(
-        None, "--resume", help="Continue the run in RUN_DIR from checkpoints/last.pt."
+        None,
+        "--resume",
+        help="Continue the run in RUN_DIR from checkpoints/last.pt (flags may change keys; see README).",
     ),
     deterministic: bool = typer.Option(
         None,
@@ -95,11 +97,15 @@ def train(
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if preset is not None and main_rank:
         render.console.print(f"[dim]settings from the preset {preset.name} ({preset})[/]", soft_wrap=True)
+    from imbaseg.training.trainer import TrainingAborted, exit_code
     from imbaseg.training.trainer import train as run_training
 
-    with render.TrainingDisplay(progress) as display:
-        result = run_training(cfg, resume=resume, callbacks=display)
+    try:
+        with render.TrainingDisplay(progress) as display:
+            result = run_training(cfg, resume=resume, callbacks=display)
+    except TrainingAborted as exc:  # a second stop signal; the trainer has said what is saved
+        raise typer.Exit(exit_code(exc.signum)) from None
     if main_rank:
         render.training_result(result, cfg.train.monitor)
-    if result.stopped == "interrupted":
-        raise typer.Exit(130)
+    if result.stopped == "interrupted":  # 128 + the signal: 130 Ctrl-C, 143 SIGTERM, 138/140 SIGUSR1/2
+        raise typer.Exit(exit_code(result.signal))

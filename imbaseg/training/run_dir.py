@@ -13,8 +13,14 @@
 
 A checkpoint is a dict with ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler``,
 ``epoch`` (completed epochs), ``best_value``, ``best_epoch``, ``bad_epochs``, ``history``
-(list of row dicts), ``rng``, ``config`` (the resolved config as a dict), ``interrupted`` and
-``world_size``. ``evaluate`` and ``compare`` need nothing but the run folder.
+(list of row dicts), ``rng`` (and ``rng_ranks``, one per torchrun rank), ``config`` (the resolved
+config as a dict), ``interrupted``, ``signal`` (the name of the signal that stopped it), ``position``
+(None at an epoch's end; after a stop mid-epoch, where in the epoch the weights are: see
+``imbaseg.training.trainer``), ``seconds`` (training time so far) and ``world_size``.
+
+``last.pt`` is written before ``best.pt``; ``best.pt`` holds the epoch ``last.pt`` records as
+``best_epoch`` (``RunDir.best_problem`` checks it, ``repair_best`` restores it, ``load_run`` relies on
+it). ``evaluate`` and ``compare`` need nothing but the run folder.
 """
 
 from __future__ import annotations
@@ -182,6 +188,46 @@ class RunDir:
                 return from_dict(load_checkpoint(self.checkpoint_file(which))["config"])
         raise UserError(f"{self.path} has no config.yaml")  # unreachable after check()
 
+    # -- best.pt against last.pt
+    def best_problem(self) -> tuple[str, bool] | None:
+        """None when ``best.pt`` is the run's recorded best epoch, else ``(why, repairable)``.
+
+        ``last.pt`` records ``best_epoch``; ``best.pt`` must hold that epoch. A kill between the two
+        saves of an epoch (last.pt is written first) leaves best.pt older or missing while last.pt is
+        itself that best epoch's end state: repairable from last.pt. Without last.pt there is nothing
+        to judge by (None), and a run without any improvement yet has no best (None).
+        """
+        if not self.checkpoint_file("last").is_file():
+            return None
+        last = checkpoint_meta(self.checkpoint_file("last"))
+        want = last.get("best_epoch")
+        if want is None:
+            return None
+        best_file = self.checkpoint_file("best")
+        have = checkpoint_meta(best_file).get("epoch") if best_file.is_file() else None
+        if have == want:
+            return None
+        repairable = last.get("epoch") == want and not last.get("position")
+        held = f"holds epoch {have}" if best_file.is_file() else "is missing"
+        return f"{best_file} {held} but the run's best epoch is {want} (last.pt)", repairable
+
+    def repair_best(self) -> str | None:
+        """Make ``best.pt`` agree with last.pt's ``best_epoch``; say what was done (None: nothing to do).
+
+        Copies last.pt when it is that epoch's end state, else removes the stale best.pt (the next
+        improvement writes a new one). Call it with the run folder's lock held.
+        """
+        problem = self.best_problem()
+        if problem is None:
+            return None
+        why, repairable = problem
+        best = self.checkpoint_file("best")
+        if repairable:
+            atomic_write_bytes(best, self.checkpoint_file("last").read_bytes())
+            return f"{why}: rewrote best.pt from last.pt"
+        best.unlink(missing_ok=True)
+        return f"{why}: removed the stale best.pt (the next improvement writes a new one)"
+
     def lock(self, what: str | None = None):
         """Take the run folder's lock (``.lock``); ``imbaseg.locks.LockHeld`` names a live holder."""
         from imbaseg.locks import acquire
@@ -201,9 +247,18 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getbuffer())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's small entries (epoch, best_epoch, position, ...) without reading its tensors
+    (memory-mapped); UserError as ``load_checkpoint`` for an unreadable file."""
+    ckpt = load_checkpoint(path, mmap=True)
+    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng",
+                                                       "rng_ranks")}
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
     except Exception as exc:  # a truncated or foreign file
         raise UserError(
             f"cannot read checkpoint {path}: {exc.__class__.__name__}. Is it a complete imbaseg run?"
@@ -255,8 +310,23 @@ def load_run(
     """Rebuild the trained model of a run folder, in eval mode on ``device``.
 
     The model is built from the checkpoint's own config (the one its weights were trained with).
+    ``best`` is checked against last.pt's ``best_epoch`` (see ``RunDir.best_problem``): when a kill
+    left best.pt behind, last.pt, which then is that very epoch, is loaded instead; when that cannot
+    be, a UserError says so rather than evaluating another epoch.
     """
-    path = RunDir(run_dir).checkpoint(which)
+    folder = RunDir(run_dir)
+    path = None
+    if which == "best" and folder.path.is_dir():
+        problem = folder.best_problem()
+        if problem is not None:
+            why, repairable = problem
+            if not repairable:
+                raise UserError(
+                    f"{why}: best.pt is out of date (a kill between the two saves?). Use --checkpoint "
+                    f"last, or resume the run (imbaseg train --resume {folder.path}) to bring it up to date"
+                )
+            path = folder.checkpoint_file("last")
+    path = path or folder.checkpoint(which)
     ckpt = load_checkpoint(path)
     cfg = from_dict(ckpt["config"])
     model = build_model(cfg)

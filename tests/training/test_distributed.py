@@ -156,3 +156,41 @@ def test_two_ranks_in_an_empty_home_prepare_the_synthetic_set_once(tmp_path):
     assert [p.name for p in prepared.iterdir() if not p.name.startswith(".")] == ["synthetic-polyp"]
     assert len(history(run_dir(tmp_path, "dynamit-batch", "first-use"))) == 1
     assert out.stdout.count("run folder:") == 1  # only rank 0 talks
+
+
+def test_a_signal_to_one_rank_stops_both_at_the_same_batch_and_resume_is_exact(runs, tiny_root, tmp_path):
+    """SIGTERM reaches rank 1 only, during its batch 2 of epoch 2 (rank 0 waits for it in the gradient
+    all-reduce): the ranks agree at the next sync (every 2 steps here), both stop after batch 2, rank 0
+    saves every rank's position; a 2-process resume then gives the history of the uninterrupted run."""
+    import signal
+    import time
+
+    from imbaseg.training.run_dir import RunDir
+
+    driver = Path(__file__).with_name("train_driver.py")
+    ready = tmp_path / "ready"
+    args = [*COMMON, "--loss", "bce", "--epochs", "2", "--batch-size", "2", "--set", "loss.sync_stats=true",
+            "--set", "train.log_interval=2", "--name", "ddp-stop"]
+    env = dict(os.environ, IMBASEG_HOME=str(tiny_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+           "pause", "2", "2", "1", str(ready), "--", *args]
+    proc = subprocess.Popen(cmd, env=env, cwd=tiny_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 180
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), proc.communicate()[0][-3000:] if proc.poll() is not None else "timed out"
+    os.kill(int(ready.read_text()), signal.SIGTERM)
+    out, _ = proc.communicate(timeout=180)  # no rank left waiting in a collective
+    run = run_dir(tiny_root, "bce", "ddp-stop")
+    assert out.count("interrupted by SIGTERM") == 1, out[-3000:]  # rank 0 speaks, for the signal rank 1 got
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    pos = last["position"]
+    assert (pos["epoch"], pos["batch"], pos["world"]) == (1, 2, 2)
+    assert [r["count"] for r in pos["ranks"]] == [2, 2] and pos["ranks"][0] != pos["ranks"][1]
+    assert last["signal"] == "SIGTERM" and len(last["rng_ranks"]) == 2
+    assert RunDir(run).read_status()["state"] == "interrupted"
+
+    launch(tiny_root, 2, "--resume", str(run), "--no-progress")
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in history(run)]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in history(runs["ddp-bce"])]
