@@ -348,3 +348,13 @@ def prediction_results(results: list[dict]) -> None:
         size, fg = f"{r['width']}x{r['height']}", f"{100 * r['fg_fraction']:.1f}%"
         t.add_row(os.path.basename(r["input"]), size, fg, r["mask"])
     console.print(t)
+
+
+def study_report(result) -> None:
+    """``imbaseg study report``'s result: the Markdown table as written to table.md, what was left out
+    (yellow), and the folder with its files."""
+    console.print(result.table_md, markup=False, highlight=False, soft_wrap=True)
+    for line in result.dropped:
+        console.print(f"[yellow]left out:[/] {line}", highlight=False)
+    names = ", ".join(sorted(p.name for p in result.files.values()))
+    console.print(f"wrote {result.out_dir}: {names}", highlight=False)
