@@ -8,6 +8,7 @@ where there is one, the closest valid key. ``Config`` defaults are the study's c
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -115,6 +116,110 @@ class Config:
 
 
 MONITORS = ("val_loss", "val_dice")
+SEED_MAX = 2**32 - 1  # numpy's limit: np.random.seed and default_rng refuse larger seeds
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key accepts: ``lo``..``hi`` (None = unbounded), each end open or closed; NaN and
+    infinities are never accepted; ``null`` also allows None (the key's "off" value)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    null: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        lo, hi = _num(self.lo), _num(self.hi)
+        if self.lo is not None and self.hi is not None:
+            text = f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{'>' if self.lo_open else '>='} {lo}"
+        else:
+            text = f"{'<' if self.hi_open else '<='} {hi}"
+        return text + (" or null" if self.null else "")
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+# Every numeric config key and its range: the one table `validate` checks (lists: each element).
+NUMBERS: dict[str, Range] = {
+    "seed": Range(0, SEED_MAX),
+    "data.size": Range(1, 16384, null=True),
+    "data.patch_size": Range(1, 16384, null=True),
+    "data.patches_per_image": Range(1),
+    "data.num_workers": Range(0),
+    "model.base_channels": Range(1),
+    "optim.lr": Range(0, lo_open=True),
+    "optim.momentum": Range(0, 1, hi_open=True),  # 1 never decays: the velocity grows without bound
+    "optim.weight_decay": Range(0),
+    "optim.grad_clip": Range(0, lo_open=True, null=True),  # a negative norm would flip the gradients
+    "sched.factor": Range(0, 1, lo_open=True, hi_open=True),  # a "reduction" must reduce
+    "sched.patience": Range(0),
+    "sched.min_lr": Range(0),  # and below optim.lr (checked in validate)
+    "sched.power": Range(0, lo_open=True),
+    "train.epochs": Range(1),
+    "train.batch_size": Range(1),
+    "train.early_stopping": Range(0),  # 0 disables it
+    "train.threshold": Range(0, 1, lo_open=True, hi_open=True),
+    "train.log_interval": Range(1),
+    "train.max_train_batches": Range(1, null=True),  # 0 batches would train on nothing
+}
+
+# Numbers given as command-line flags that never pass through a config, checked the same way.
+FLAG_NUMBERS: dict[str, Range] = {
+    "prepare --seed": NUMBERS["seed"],
+    "prepare --workers": Range(1),
+    "prepare --max-side": Range(0),  # 0 = never shrink
+    "--max-pixels": Range(1),
+    "evaluate --nsd-tau": Range(0, lo_open=True),
+}
+
+
+def _value_text(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_number(key: str, value: Any) -> Any:
+    """``value`` when it lies in the range of ``key`` (a key of NUMBERS or FLAG_NUMBERS), else a
+    UserError naming the key, its range and the value."""
+    if key in NUMBERS:
+        rng, what = NUMBERS[key], f"config key '{key}'"
+    else:
+        rng, what = FLAG_NUMBERS[key], key.rsplit(" ", 1)[-1]
+    if isinstance(value, (list, tuple)):  # [H, W]: each element, never None
+        ok = all(v is not None and v in rng for v in value)
+    else:
+        ok = value in rng
+    if not ok:
+        finite = all(not isinstance(v, float) or math.isfinite(v) for v in (value if isinstance(
+            value, (list, tuple)) else [value]))
+        note = "" if finite else " (NaN and infinity are never accepted)"
+        raise UserError(f"{what} must be {rng}, got {_value_text(value)}{note}")
+    return value
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
 
 
 # ----------------------------------------------------------------------------- type checking
@@ -165,7 +270,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise UserError(f"config key '{key}' must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond 1e308
+                raise UserError(f"config key '{key}' must be a finite number, got {value}") from None
         raise UserError(f"config key '{key}' must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -218,22 +326,15 @@ def validate(cfg: Config) -> Config:
                 f"bad value '{value}' for '{key}'.{suggestion(value, choices)} "
                 f"Choose one of: {', '.join(choices)}."
             )
-    positive = {
-        "train.epochs": t.epochs,
-        "train.batch_size": t.batch_size,
-        "train.log_interval": t.log_interval,
-        "optim.lr": cfg.optim.lr,
-        "model.base_channels": cfg.model.base_channels,
-        "data.patches_per_image": cfg.data.patches_per_image,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"config key '{key}' must be positive, got {value}")
-    if not 0.0 < t.threshold < 1.0:
-        raise UserError(f"config key 'train.threshold' must be between 0 and 1, got {t.threshold}")
     for key, value in (("data.size", cfg.data.size), ("data.patch_size", cfg.data.patch_size)):
-        if value is not None and (len(value) != 2 or min(value) <= 0):
+        if value is not None and len(value) != 2:
             raise UserError(f"config key '{key}' must be two positive integers [H, W], got {value}")
+    for key in NUMBERS:
+        check_number(key, _get(cfg, key))
+    if cfg.sched.min_lr >= cfg.optim.lr:
+        raise UserError(
+            f"config key 'sched.min_lr' must be below optim.lr ({cfg.optim.lr:g}), got {cfg.sched.min_lr:g}"
+        )
     if cfg.data.in_channels not in (1, 3):
         raise UserError(f"config key 'data.in_channels' must be 1 or 3, got {cfg.data.in_channels}")
     return cfg
@@ -296,11 +397,22 @@ def _get_dotted(data: dict, key: str):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file of mappings (a config or a study file) as a dict; UserError naming the file for a
+    missing file, text that is not UTF-8, bad YAML or a top level that is not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}. Pass an existing YAML file, e.g. configs/cvc.yaml")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}): save it as UTF-8 (e.g. iconv -f latin1 -t utf-8) or pass the right file"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""

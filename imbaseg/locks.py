@@ -191,10 +191,17 @@ def acquire(path: str | os.PathLike, what: str, **extra: Any) -> Lock:
             from imbaseg.paths import write_error
 
             raise write_error(path, exc) from exc
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(content, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a full disk: no half-written lock left behind
+            from imbaseg.paths import write_error
+
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise write_error(path, exc) from exc
         return Lock(path, content, took_over)
     raise LockHeld(f"could not take the lock {path} for {what}: it keeps changing hands", {})
 

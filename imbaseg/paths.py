@@ -60,6 +60,20 @@ def prepared_dir(dataset: str, root=None) -> Path:
     return data_root(root) / "prepared" / dataset
 
 
+def cache_dir(dataset: str, root=None) -> Path:
+    """``data/cache/<dataset>``: the loader's decoded arrays, kept out of ``data/prepared`` so that a
+    prepared dataset on a read-only share trains as well as a writable one."""
+    return data_root(root) / "cache" / dataset
+
+
+def cache_dir_for(prepared: str | os.PathLike) -> Path:
+    """The loader cache of the prepared folder ``prepared``: ``<data>/cache/<name>`` when it sits in
+    ``<data>/prepared/<name>`` (the layout ``prepare`` writes), else ``<its parent>/cache/<name>``."""
+    prepared = Path(prepared)
+    parent = prepared.parent
+    return (parent.parent if parent.name == "prepared" else parent) / "cache" / prepared.name
+
+
 def runs_root(root=None) -> Path:
     return home(root) / "runs"
 
@@ -137,7 +151,11 @@ def free_bytes(path: str | os.PathLike) -> int | None:
 
 
 def _mb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
+    if n is None:
+        return "?"
+    if n >= 1e9:
+        return f"{n / 1e9:,.1f} GB"
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.1f} kB"
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -193,12 +211,15 @@ def atomic_path(path: str | os.PathLike, need: int | None = None) -> Iterator[Pa
 
     On any error (Ctrl-C included) the temp file is removed and ``path`` is untouched; a full disk
     or an unwritable folder becomes ``write_error``. ``need``: expected size, for the message.
+    Temp files of the same ``path`` left by killed processes are removed first (``figure.png``'s
+    ``.figure.png.<pid>.tmp``), so every writer cleans up after a kill the next time it writes.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(path, exc, need) from exc
+    _remove_stale_temps_of(path)
     tmp = temp_file(path)
     try:
         yield tmp
@@ -253,6 +274,51 @@ def staged_dir(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden folder inside ``folder`` to fill with files; on success every file is moved
+    into ``folder`` (fsync, then ``os.replace``: the same file system, so no extra space is needed).
+
+    For outputs that share a folder with the user's other files (``predict --out``): an error or Ctrl-C
+    before the end moves nothing and removes the staging folder; write errors become ``write_error``
+    naming ``folder``. Stale staging folders of dead processes are removed first.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(folder)
+        tmp = folder / f".staged.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise write_error(folder, exc) from exc
+    try:
+        yield tmp
+        files = sorted(tmp.iterdir())
+        for f in files:
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+        for f in files:
+            os.replace(f, folder / f.name)
+        _fsync_dir(folder)
+    except OSError as exc:
+        raise write_error(folder, exc) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def reserve(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of the open file ``fd`` now, so that a full disk fails here (ENOSPC)
+    instead of later: a memory map whose pages cannot be allocated kills the process with SIGBUS.
+    A file system without fallocate leaves the file as it is (the write then fails where it fails)."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
 def replace_dir(src: Path, target: Path) -> None:
     """Rename the complete folder ``src`` to ``target``, replacing a previous one only now."""
     old = None
@@ -273,7 +339,7 @@ def replace_dir(src: Path, target: Path) -> None:
 # ----------------------------------------------------------------------------- stale temp files
 
 _TEMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp$")  # .<name>.<pid>.tmp
-_TEMP_DIR = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]{8}$")  # .<name>.tmp-<pid>-<hex>
+_TEMP_DIR = re.compile(r"^\..+\.(?:tmp|old)-(\d+)-[0-9a-f]+$")  # .<name>.tmp-<pid>-<hex>
 
 
 def pid_alive(pid: int) -> bool:
@@ -297,6 +363,21 @@ def temp_owner(name: str) -> int | None:
     """The pid in a temp file or staging folder name made here, or None for any other name."""
     m = _TEMP_FILE.match(name) or _TEMP_DIR.match(name)
     return int(m.group(1)) if m else None
+
+
+def _remove_stale_temps_of(path: Path) -> None:
+    """Delete ``.<name>.<pid>.tmp`` files of ``path`` whose process is gone."""
+    prefix = f".{path.name}."
+    try:
+        with os.scandir(path.parent) as it:
+            entries = [e for e in it if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for entry in entries:
+        m = _TEMP_FILE.match(entry.name)
+        if m and entry.name == f"{prefix}{m.group(1)}.tmp" and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:

@@ -78,7 +78,7 @@ def test_every_config_file_loads():
             "bad value 'val_dise' for 'train.monitor'. Did you mean 'val_dice'?",
         ),
         ({"optim": {"name": "adam"}}, "Did you mean 'adamw'?"),
-        ({"train": {"epochs": 0}}, "'train.epochs' must be positive"),
+        ({"train": {"epochs": 0}}, "config key 'train.epochs' must be >= 1, got 0"),
         ({"data": {"size": [128]}}, "'data.size' must be two positive integers"),
         ({"train": 5}, "config section 'train' must be a mapping"),
     ],

@@ -80,6 +80,12 @@ def prepare(
         None, "--name", help="Write data/prepared/<name>/ instead of the dataset's name."
     ),
     workers: int | None = typer.Option(None, "--workers", help="Threads reading images (default up to 4)."),  # noqa: UP007
+    max_pixels: int | None = typer.Option(  # noqa: UP007
+        None,
+        "--max-pixels",
+        help="Largest image read, in pixels (H x W); larger files are bad files. Default 178956970 "
+        "(Pillow's decompression-bomb limit), or $IMBASEG_MAX_IMAGE_PIXELS.",
+    ),
 ) -> None:
     """Check, split and convert a dataset into data/prepared/<dataset>/ (PNG + manifest.csv)."""
     from imbaseg.cli import render
@@ -93,6 +99,7 @@ def prepare(
         "out_name": name,
         "workers": workers,
         "max_side": max_side,
+        "max_pixels": max_pixels,
         "split_by_sequence": True if split_by_sequence else None,
         "sequence_threshold": sequence_threshold,
     }

@@ -146,6 +146,12 @@ def predict(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (faster; fp32 by default)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing masks and overlays in --out."),
+    max_pixels: int = typer.Option(
+        None,
+        "--max-pixels",
+        help="Largest input read, in pixels (H x W). Default 178956970 (Pillow's decompression-bomb "
+        "limit), or $IMBASEG_MAX_IMAGE_PIXELS.",
+    ),
     size: str = typer.Option(
         "train", "--size", help="train: the training scale, resized back; native: native pixels in windows."
     ),
@@ -167,6 +173,7 @@ def predict(
             size=size,
             force=force,
             progress=advance,
+            max_pixels=max_pixels,
         )
     render.prediction_results(results)
     console.print(f"wrote {2 * len(results)} files to {out}", highlight=False)

@@ -4,10 +4,15 @@ Reads nothing else: ``imbaseg prepare`` has already checked and binarised every 
 
 Cache: the first dataset of a split decodes its PNGs once, at the training size, into ONE uint8
 ``.npy`` of shape (N, H, W, C + 1 [+ 1]): C image channels, then the mask (0/1), then the FOV (0/1)
-when the dataset has one. It lives under ``cache_dir or <prepared_dir>/cache/``, is written atomically
-(temp file + ``os.replace``, under a file lock so that DDP ranks build it once) and its name carries a
-fingerprint of the manifest, the files' sizes and mtimes, the size and the channel count; a changed
-file gives a new fingerprint, a rebuild and the removal of the stale file. Every process (DataLoader
+when the dataset has one. It lives in ``cache_dir``, by default ``data/cache/<name>/`` next to
+``data/prepared/<name>/`` (``paths.cache_dir_for``), never inside the prepared folder, so a prepared
+dataset on a read-only share trains fine; a cache left inside it by older versions is moved out (or
+deleted). It is written atomically (temp file + ``os.replace``, under a file lock so that DDP ranks
+build it once), with its full size reserved first (a memory map on a full disk would die of SIGBUS;
+a full disk is one ``UserError`` with the size needed), and temp files of killed builders are removed
+at the next build. Its name carries a fingerprint of the manifest, the files' sizes and mtimes, the
+size and the channel count; a changed file gives a new fingerprint, a rebuild and the removal of the
+stale file. Every process (DataLoader
 workers included) opens it with ``np.load(mmap_mode="r")``, so an epoch never decodes a PNG and the
 pages are shared through the OS cache. With ``size=None`` and images of different sizes (ISIC at
 native resolution, for evaluation) nothing is cached: each item is decoded on access.
@@ -18,7 +23,10 @@ Item pipeline: cached uint8 -> optional random patch -> joint augmentation -> pe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,7 +38,7 @@ from imbaseg.data.resize import resize_image_antialiased, resize_mask_nearest
 from imbaseg.data.splits import SPLITS
 from imbaseg.errors import UserError
 from imbaseg.locks import waiting_lock
-from imbaseg.paths import atomic_path, safe_name
+from imbaseg.paths import atomic_path, cache_dir_for, remove_stale_temps, reserve, safe_name, write_error
 
 # bump when the cache layout or the decoding changes (2: the resize moved to imbaseg.data.resize, whose
 # float32 antialiased bilinear differs by at most 1 grey level from torchvision's uint8 path used before)
@@ -105,9 +113,15 @@ def cache_fingerprint(prepared_dir: Path, ids: Sequence[str], split: str, size, 
 
 def build_cache(path: Path, prepared_dir: Path, ids: Sequence[str], shape: tuple[int, ...], in_channels: int,
                 with_fov: bool, size) -> None:
-    """Decode every item of ``ids`` into a uint8 .npy of ``shape`` at ``path``, written atomically."""
+    """Decode every item of ``ids`` into a uint8 .npy of ``shape`` at ``path``, written atomically.
+
+    The file's full size is reserved before the first write: a full disk fails here, as a
+    ``UserError`` naming the size needed, and never as a SIGBUS in the middle of the memory map.
+    """
     with atomic_path(path, need=int(np.prod(shape))) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with open(tmp, "rb+") as f:
+            reserve(f.fileno(), os.fstat(f.fileno()).st_size)
         for i, item_id in enumerate(ids):
             item = decode_item(prepared_dir, item_id, in_channels, with_fov, size)
             if item.shape != shape[1:]:
@@ -118,6 +132,20 @@ def build_cache(path: Path, prepared_dir: Path, ids: Sequence[str], shape: tuple
             arr[i] = item
         arr.flush()
         del arr
+
+
+def _move_old_cache(prepared_dir: Path, folder: Path) -> None:
+    """Move the caches that older versions kept in ``<prepared_dir>/cache/`` to ``folder`` (a rename; a
+    file on another file system is dropped and rebuilt), then delete that folder. Nothing happens on a
+    read-only share: the old folder is simply not used any more."""
+    old = prepared_dir / "cache"
+    if not old.is_dir() or old.resolve() == folder.resolve():
+        return
+    for f in old.glob("*.npy"):
+        if not (folder / f.name).exists():
+            with contextlib.suppress(OSError):
+                os.replace(f, folder / f.name)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_stale(path: Path) -> None:
@@ -262,26 +290,26 @@ class SegDataset(torch.utils.data.Dataset):
 
     def _prepare_cache(self, cache_dir) -> Path:
         """Path of the up-to-date cache, built (once, under a lock) when missing or stale."""
-        folder = Path(cache_dir) if cache_dir is not None else self.prepared_dir / "cache"
+        folder = Path(cache_dir) if cache_dir is not None else cache_dir_for(self.prepared_dir)
         h, w, k = self._shape
         fp = cache_fingerprint(self.prepared_dir, self.ids, self.split, (h, w), self.in_channels,
                                self.has_fov)
         fov = "fov" if self.has_fov else "nofov"
         path = folder / f"{safe_name(self.split)}_{h}x{w}_c{self.in_channels}_{fov}_{fp}.npy"
+        if not folder.is_dir():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a read-only project: one line, never a traceback
+                raise write_error(folder, e) from e
+        _move_old_cache(self.prepared_dir, folder)
         if path.is_file():
             return path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with waiting_lock(folder / f".{safe_name(self.split)}.lock"):
-                if not path.is_file():  # another process may have built it while we waited
-                    build_cache(path, self.prepared_dir, self.ids, (len(self.ids), h, w, k), self.in_channels,
-                                self.has_fov, self.size)
-                    _remove_stale(path)
-        except OSError as e:  # read-only data folder, disk full
-            raise UserError(
-                f"cannot write the loader cache in '{folder}' ({e.strerror or e}); free space there or "
-                "pass SegDataset(cache_dir=...) a writable folder."
-            ) from e
+        with waiting_lock(folder / f".{safe_name(self.split)}.lock"):
+            if not path.is_file():  # another process may have built it while we waited
+                remove_stale_temps(folder)  # e.g. .train_...npy.<pid>.tmp of a killed build
+                build_cache(path, self.prepared_dir, self.ids, (len(self.ids), h, w, k), self.in_channels,
+                            self.has_fov, self.size)
+                _remove_stale(path)
         return path
 
     # --- access ---------------------------------------------------------------------------------

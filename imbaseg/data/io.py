@@ -6,6 +6,12 @@ be decoded (truncated, not an image, unsupported) raises ``UserError`` naming th
 TIFF: Pillow first (it decodes the LZW-compressed DRIVE files without extra codecs), then tifffile,
 which reads CVC-ClinicDB's originals: 3 colour samples per pixel tagged as greyscale, which Pillow
 refuses.
+
+Size limit: this module is the one place that opens images, and it checks every image's size from
+its header before decoding it: above ``pixel_limit()`` (default 178,956,970 pixels, Pillow's own
+"decompression bomb" limit; ``--max-pixels N`` or ``IMBASEG_MAX_IMAGE_PIXELS=N`` raise it) the
+image is an ``ImageTooLarge``, a bad file like any other. Pillow's own check is switched off here
+(``Image.MAX_IMAGE_PIXELS = None``) so that the limit is ours alone.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from imbaseg.errors import UserError
+
+# Pillow refuses images above 2 x its MAX_IMAGE_PIXELS with DecompressionBombError (a crash, not a bad
+# file) and warns above 1 x; imbaseg applies one limit itself, from the header, in read_array.
+DEFAULT_MAX_PIXELS = 2 * 89_478_485  # Pillow's refusal threshold (~179 megapixels, e.g. 16000 x 11000)
+MAX_PIXELS_ENV = "IMBASEG_MAX_IMAGE_PIXELS"
+Image.MAX_IMAGE_PIXELS = None
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".ppm", ".pgm", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -43,6 +55,48 @@ class UnreadableImage(UserError):
             f"cannot read image '{path}': {reason}. The file is truncated, corrupt or not an image; "
             "replace it (re-download or re-extract) or rerun prepare with --skip-bad."
         )
+
+
+class ImageTooLarge(UnreadableImage):
+    """An image with more pixels than ``pixel_limit()``: a bad file whose fix is a higher limit."""
+
+    def __init__(self, path, height: int, width: int, limit: int):
+        self.path, self.height, self.width, self.limit = Path(path), height, width, limit
+        self.reason = (
+            f"{width}x{height} = {height * width:,} pixels is above the limit of {limit:,} pixels that "
+            "guards against decompression bombs"
+        )
+        UserError.__init__(
+            self,
+            f"cannot read image '{path}': {self.reason}. If the image is genuine, raise the limit with "
+            f"--max-pixels N (or {MAX_PIXELS_ENV}=N); otherwise leave it out (prepare --skip-bad).",
+        )
+
+
+def pixel_limit(limit: int | None = None) -> int:
+    """The largest image read, in pixels (H x W): ``limit`` if given, else $IMBASEG_MAX_IMAGE_PIXELS,
+    else DEFAULT_MAX_PIXELS. UserError for a limit that is not a positive integer."""
+    source = "--max-pixels"
+    if limit is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_PIXELS
+        source = MAX_PIXELS_ENV
+        try:
+            limit = int(text.replace("_", "").replace(",", ""))
+        except ValueError:
+            raise UserError(f"{MAX_PIXELS_ENV}={text!r} is not a whole number of pixels, e.g. "
+                            f"{MAX_PIXELS_ENV}=400000000") from None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise UserError(f"{source} must be a positive whole number of pixels, got {limit!r}")
+    return int(limit)
+
+
+def check_pixels(path, height: int, width: int, limit: int | None = None) -> None:
+    """``ImageTooLarge`` when ``height * width`` exceeds ``pixel_limit(limit)``."""
+    top = pixel_limit(limit)
+    if int(height) * int(width) > top:
+        raise ImageTooLarge(path, int(height), int(width), top)
 
 
 def _unreadable(path, reason) -> UnreadableImage:
@@ -81,8 +135,9 @@ def _pil_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def _read_pil(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
+def _read_pil(path: Path, draft: tuple[int, int] | None = None, limit: int | None = None) -> np.ndarray:
     with Image.open(path) as im:
+        check_pixels(path, im.size[1], im.size[0], limit)
         im.seek(0)  # the first frame of a multi-frame GIF/TIFF
         if draft is not None and im.format == "JPEG":
             im.draft("RGB" if im.mode == "RGB" else im.mode, (int(draft[1]), int(draft[0])))
@@ -90,35 +145,48 @@ def _read_pil(path: Path, draft: tuple[int, int] | None = None) -> np.ndarray:
         return _pil_array(im)
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, limit: int | None = None) -> np.ndarray:
     try:
-        return _read_pil(path)
+        return _read_pil(path, limit=limit)
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as pil_error:
         import tifffile
 
         try:
-            return tifffile.imread(path, key=0)
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                check_pixels(path, page.imagelength, page.imagewidth, limit)
+                return page.asarray()
+        except ImageTooLarge:
+            raise
         except Exception as tiff_error:  # tifffile raises many kinds for bad data
             raise _unreadable(path, f"Pillow: {pil_error}; tifffile: {tiff_error}") from tiff_error
 
 
-def read_array(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> np.ndarray:
+def read_array(
+    path: str | os.PathLike, draft: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode ``path`` as stored: (H, W) or (H, W, C), uint8 after scaling. UserError if unreadable.
 
+    Every pixel is decoded (a truncated JPEG fails here, where Pillow's ``verify`` passes it).
     ``draft`` (H, W): a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) no smaller than it,
     which makes reading a 6688x4439 ISIC image for a 1024 px output several times faster.
+    ``max_pixels``: the size limit (``pixel_limit``); ``ImageTooLarge`` above it, before decoding.
     """
     path = Path(path)
+    limit = pixel_limit(max_pixels)  # a bad limit is the user's setting, not this file's fault
     if not path.is_file():
         raise UnreadableImage(path, "the file does not exist")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            a = _read_tiff(path)
+            a = _read_tiff(path, limit)
         else:
-            a = _read_pil(path, draft)
+            a = _read_pil(path, draft, limit)
     except UnreadableImage:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+            Image.DecompressionBombError) as e:
         raise _unreadable(path, str(e) or type(e).__name__) from e
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):  # planar TIFF (C, H, W)
@@ -128,9 +196,11 @@ def read_array(path: str | os.PathLike, draft: tuple[int, int] | None = None) ->
     return np.ascontiguousarray(_to_uint8(a, path))
 
 
-def read_image(path: str | os.PathLike, draft: tuple[int, int] | None = None) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike, draft: tuple[int, int] | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """An image as uint8 (H, W) grey or (H, W, 3) RGB; alpha dropped, 2 channels -> the first."""
-    a = read_array(path, draft)
+    a = read_array(path, draft, max_pixels)
     if a.ndim == 3:
         if a.shape[2] >= 3:
             a = a[..., :3]
@@ -141,13 +211,13 @@ def read_image(path: str | os.PathLike, draft: tuple[int, int] | None = None) ->
     return np.ascontiguousarray(a)
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """A mask as uint8 (H, W) before thresholding.
 
     Multi-channel masks: equal channels -> one of them; different colour channels -> their maximum
     (a red-on-black label counts as foreground). Alpha is ignored.
     """
-    a = read_array(path)
+    a = read_array(path, max_pixels=max_pixels)
     if a.ndim == 3:
         colour = a[..., : min(3, a.shape[2])]
         a = colour.max(axis=2)
@@ -215,10 +285,19 @@ def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 
     Image.fromarray(a).save(path, format="PNG", compress_level=compress_level)
 
 
+def encode_png(array: np.ndarray, compress_level: int = 3) -> bytes:
+    """uint8 (H, W) or (H, W, 3) as PNG bytes, for ``paths.atomic_write_bytes`` and staged writes."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array)).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
 def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(H, W) from the file header via Pillow, or None when Pillow cannot parse it (e.g. CVC TIFFs)."""
     try:
         with Image.open(path) as im:
             return im.size[1], im.size[0]
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None

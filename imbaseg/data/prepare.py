@@ -22,14 +22,23 @@ from imbaseg import __version__
 from imbaseg.data import prepared as store
 from imbaseg.data import splits as sp
 from imbaseg.data import synthetic
-from imbaseg.data.io import UnreadableImage, binarize, header_size, mask_problem, read_image, read_mask
+from imbaseg.data.io import (
+    ImageTooLarge,
+    UnreadableImage,
+    binarize,
+    header_size,
+    mask_problem,
+    pixel_limit,
+    read_image,
+    read_mask,
+)
 from imbaseg.data.resize import resize_image_antialiased, resize_mask_nearest
 from imbaseg.data.sources import DATASETS, DatasetSource, Layout, Pair, get_source
 from imbaseg.errors import UserError, check_params
 from imbaseg.locks import waiting_lock
 from imbaseg.paths import atomic_write_text, dataset_key, prepared_dir, raw_dir, safe_name
 
-COMMON_OPTIONS = ("max_side", "workers", "out_name", "progress")
+COMMON_OPTIONS = ("max_side", "workers", "out_name", "progress", "max_pixels")
 SHOWN_PROBLEMS = 5  # problems quoted in the error line; the full list goes to <name>.problems.txt
 
 
@@ -77,21 +86,27 @@ class _Problem(Exception):
 def _read(fn, path, **kw):
     try:
         return fn(path, **kw)
+    except ImageTooLarge as e:
+        raise _Problem(path, f"too large: {e.reason} (raise it with --max-pixels N)") from e
     except UnreadableImage as e:
         raise _Problem(path, f"unreadable: {e.reason}") from e
 
 
-def _read_pair(pair: Pair, shape_of: Callable) -> tuple:
-    """(image, mask bool, fov bool or None) at the output size; ``_Problem`` for a bad pair."""
+def _read_pair(pair: Pair, shape_of: Callable, limit: int | None = None) -> tuple:
+    """(image, mask bool, fov bool or None) at the output size; ``_Problem`` for a bad pair.
+
+    ``limit``: the largest image in pixels (``io.pixel_limit``); a larger file is a bad pair.
+    """
     if pair.mask is None:
         raise _Problem(pair.image, "missing mask")
     if pair.needs_fov and pair.fov is None:
         raise _Problem(pair.image, "missing field-of-view mask")
     hw = header_size(pair.image)
     out = shape_of(hw) if hw else None
-    img = _read(read_image, pair.image, draft=out if out and out[0] < hw[0] else None)
+    draft = out if out and out[0] < hw[0] else None
+    img = _read(read_image, pair.image, draft=draft, max_pixels=limit)
     hw = hw or img.shape[:2]
-    raw = _read(read_mask, pair.mask)
+    raw = _read(read_mask, pair.mask, max_pixels=limit)
     if raw.shape != tuple(hw):
         raise _Problem(pair.mask, f"size mismatch: image {hw[0]}x{hw[1]}, mask {raw.shape[0]}x{raw.shape[1]}")
     reason = mask_problem(raw)
@@ -99,7 +114,7 @@ def _read_pair(pair: Pair, shape_of: Callable) -> tuple:
         raise _Problem(pair.mask, reason)
     fov = None
     if pair.fov is not None:
-        fov_raw = _read(read_mask, pair.fov)
+        fov_raw = _read(read_mask, pair.fov, max_pixels=limit)
         if fov_raw.shape != tuple(hw):
             raise _Problem(
                 pair.fov,
@@ -111,10 +126,11 @@ def _read_pair(pair: Pair, shape_of: Callable) -> tuple:
     return img, mask, (resize_mask_nearest(fov, out) if fov is not None else None)
 
 
-def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_of: Callable):
+def _process(pair: Pair, writer: store.PreparedWriter, layout_root: Path, shape_of: Callable,
+             limit: int | None = None):
     """Check and write one pair: a ``_Done``, or (file, reason) for a bad pair."""
     try:
-        img, mask, fov = _read_pair(pair, shape_of)
+        img, mask, fov = _read_pair(pair, shape_of, limit)
     except _Problem as p:
         return (p.path, p.reason)
     try:
@@ -290,8 +306,23 @@ def run_ordered(fn: Callable, items, workers: int, progress: Callable | None = N
             raise
 
 
-def _check_options(src: DatasetSource, options: dict) -> dict:
+# options that are numbers, and their key in config.FLAG_NUMBERS (the one table of ranges)
+# (--n is checked by the synthetic writer, which knows why: one image per split)
+_NUMERIC_OPTIONS = {
+    "workers": "prepare --workers",
+    "max_side": "prepare --max-side",
+    "max_pixels": "--max-pixels",
+}
+
+
+def _check_options(src: DatasetSource, options: dict, seed) -> dict:
+    from imbaseg.config import check_number
+
     check_params(options, COMMON_OPTIONS + src.options, f"prepare {src.name}")
+    check_number("prepare --seed", seed)
+    for key, flag in _NUMERIC_OPTIONS.items():
+        if options.get(key) is not None:
+            check_number(flag, options[key])
     return {k: v for k, v in options.items() if v is not None and k != "progress"}
 
 
@@ -378,7 +409,7 @@ def prepare(
     """
     src = get_source(name)
     progress = options.get("progress")
-    options = _check_options(src, options)
+    options = _check_options(src, options, seed)
     size = _check_size(size)
     target = prepared_dir(safe_name(options.pop("out_name", None) or src.name), root)
     if src.kind == "synthetic":
@@ -420,9 +451,10 @@ def _write_real(
     with_fov = any(p.needs_fov or p.fov is not None for p in layout.pairs)
     workers = int(options.get("workers") or min(4, os.cpu_count() or 1))
     done, problems = [], [(str(m), "mask without an image") for m in layout.orphans]
-    with store.PreparedWriter(target, with_fov=with_fov) as writer:
+    limit = pixel_limit(options.get("max_pixels"))
+    with store.PreparedWriter(target, with_fov=with_fov, expected=len(layout.pairs)) as writer:
         for out in run_ordered(
-            lambda p: _process(p, writer, layout.root, shape_of), layout.pairs, workers, progress
+            lambda p: _process(p, writer, layout.root, shape_of, limit), layout.pairs, workers, progress
         ):
             (done if isinstance(out, _Done) else problems).append(out)
         if problems and not skip_bad:
@@ -472,7 +504,7 @@ def _info(name, used, seed, fp, layout, problems, done, rows) -> dict:
 
 
 def _prepare_synthetic(name, target, force, size, seed, options, progress) -> PrepareResult:
-    n = int(options.get("n") or synthetic.DEFAULT_N[name])
+    n = int(synthetic.DEFAULT_N[name] if options.get("n") is None else options["n"])
     if n < 3:
         raise UserError(f"n={n} is too small for {name}: use at least 3 (one image per split).")
     hw = synthetic.check_size(size)
@@ -493,7 +525,7 @@ def _prepare_synthetic(name, target, force, size, seed, options, progress) -> Pr
         )
         return row
 
-    with store.PreparedWriter(target, with_fov=name == "synthetic-vessel") as writer:
+    with store.PreparedWriter(target, with_fov=name == "synthetic-vessel", expected=n) as writer:
         workers = int(options.get("workers") or min(4, os.cpu_count() or 1))
         rows = list(run_ordered(one, range(n), workers, progress))
         info = {

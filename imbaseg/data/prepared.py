@@ -3,8 +3,10 @@
 ``data/prepared/<name>/``: ``images/<id>.png``, ``masks/<id>.png`` (0/255), ``fov/<id>.png`` (optional),
 ``manifest.csv`` and ``prepare.json``. The writer fills a hidden temp folder next to the target and
 renames it into place only when everything is written, so an interrupted prepare never leaves a
-folder that looks complete. ``prepare.json`` carries a fingerprint of the inputs and options: a
-re-run with the same fingerprint does nothing.
+folder that looks complete; a full disk or a read-only folder is one ``UserError``
+(``paths.write_error``) and the temp folder is removed. Temp folders of killed prepares go at the next
+prepare there. ``prepare.json`` carries a fingerprint of the inputs and options: a re-run with the
+same fingerprint does nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from imbaseg.data.io import write_png
 from imbaseg.data.manifest import COLUMNS, MANIFEST, read_manifest, write_manifest
 from imbaseg.data.splits import SPLITS
 from imbaseg.errors import UserError
-from imbaseg.paths import atomic_write_text
+from imbaseg.paths import atomic_write_text, remove_stale_temps, replace_dir, write_error
 
 FORMAT_VERSION = 2  # bump when the prepared layout or pixels change (2: antialiased bilinear resize)
 INFO = "prepare.json"
@@ -82,50 +84,53 @@ def is_complete(prepared_dir: str | os.PathLike) -> bool:
     return problem(prepared_dir) is None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(target: Path) -> None:
-    """Delete temp folders left by killed prepares of ``target`` (their process is gone)."""
-    for d in target.parent.glob(f".{target.name}.tmp-*"):
-        try:
-            pid = int(d.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 class PreparedWriter:
     """Context manager that writes a prepared dataset into a temp folder and renames it on ``commit``.
 
     Leaving the block without ``commit`` (an error, Ctrl-C) deletes the temp folder; the target is
-    untouched. ``write_sample`` may run from several threads: each call writes distinct files.
+    untouched. An ``OSError`` inside the block (full disk, read-only folder) leaves it as
+    ``paths.write_error``, with the space needed estimated from the samples written so far and
+    ``expected`` (the number of samples to come, when known). ``write_sample`` may run from several
+    threads: each call writes distinct files.
     """
 
-    def __init__(self, target: str | os.PathLike, with_fov: bool = False):
+    def __init__(self, target: str | os.PathLike, with_fov: bool = False, expected: int | None = None):
         self.target = Path(target)
         self.tmp = self.target.parent / f".{self.target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.with_fov = with_fov
+        self.expected = expected
         self.committed = False
 
     def __enter__(self) -> PreparedWriter:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.target)
-        for sub in ("images", "masks") + (("fov",) if self.with_fov else ()):
-            (self.tmp / sub).mkdir(parents=True)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.target.parent)
+            for sub in ("images", "masks") + (("fov",) if self.with_fov else ()):
+                (self.tmp / sub).mkdir(parents=True)
+        except OSError as exc:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise write_error(self.target, exc) from exc
         return self
 
-    def __exit__(self, *exc) -> None:
-        if not self.committed:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.committed:
+            return
+        need = self._need() if isinstance(exc, OSError) else None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise write_error(self.target, exc, need) from exc
+
+    def _need(self) -> int | None:
+        """Bytes the whole dataset will take: the temp folder's size per image written, times ``expected``."""
+        try:
+            done = sum(1 for _ in (self.tmp / "images").iterdir())
+            return _folder_bytes(self.tmp) * self.expected // done if done and self.expected else None
+        except OSError:
+            return None
 
     def write_sample(
         self,
@@ -176,17 +181,6 @@ class PreparedWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         atomic_write_text(self.tmp / INFO, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
-        old = None
-        if self.target.exists() or self.target.is_symlink():
-            old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.target, old)
-        try:
-            os.rename(self.tmp, self.target)
-        except OSError:
-            if old is not None:
-                os.rename(old, self.target)
-            raise
+        replace_dir(self.tmp, self.target)
         self.committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         return self.target

@@ -197,8 +197,9 @@ def _check_options(opts: _Options) -> None:
         raise UserError(
             f"unknown --hd-convention '{opts.hd_convention}': choose {' or '.join(HD_CONVENTIONS)}"
         )
-    if not (isinstance(opts.nsd_tau, (int, float)) and opts.nsd_tau > 0):
-        raise UserError(f"--nsd-tau must be a positive number of pixels, got {opts.nsd_tau}")
+    from imbaseg.config import check_number
+
+    check_number("evaluate --nsd-tau", opts.nsd_tau)
     if opts.checkpoint not in CHECKPOINTS:
         raise UserError(f"unknown --checkpoint '{opts.checkpoint}': choose best or last")
     opts.lesion_overlap, opts.min_component = check_lesion_options(opts.lesion_overlap, opts.min_component)

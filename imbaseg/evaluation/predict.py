@@ -4,11 +4,16 @@ Inputs are image files (PNG, JPG, TIFF, ...) or folders of them (not recursive).
 dataset's preprocessing (RGB or grey as the run trained, resize to the training size, per-image z-score;
 see ``imbaseg.evaluation.inference``); the mask comes back at the input's own size, 0/255. The overlay is
 the image with the mask tinted and its contour drawn.
+
+Nothing is written unless everything can be: every input is decoded in full before the model runs (a
+truncated JPEG fails there, which Pillow's ``verify`` would pass; an image above the pixel limit is a
+bad input too, see ``imbaseg.data.io``), and the outputs are written into a hidden staging folder inside
+``--out`` that is moved into place only when every file is complete (a full disk: one line, no file).
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -58,29 +63,23 @@ def _check_unique_stems(files: list[Path]) -> None:
         seen[f.stem] = f
 
 
-def read_input(path: Path) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3) via ``imbaseg.data.io.read_image``; UserError naming an unreadable file."""
-    from imbaseg.data.io import read_image
+def read_input(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) via ``imbaseg.data.io.read_image`` (every pixel decoded); UserError
+    naming an unreadable file, or one above the pixel limit ``max_pixels`` (``io.pixel_limit``)."""
+    from imbaseg.data.io import ImageTooLarge, read_image
 
     try:
-        return read_image(path)
+        return read_image(path, max_pixels=max_pixels)
+    except ImageTooLarge as exc:
+        raise UserError(
+            f"input image '{path}' is too large: {exc.reason}. If it is genuine, raise the limit with "
+            "--max-pixels N (or IMBASEG_MAX_IMAGE_PIXELS=N); otherwise leave it out."
+        ) from exc
     except UserError as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         raise UserError(
             f"cannot read input image '{path}': {reason}. Convert it to PNG or leave it out."
         ) from exc
-
-
-def check_readable(path: Path) -> None:
-    """Cheap check (Pillow's verify, no decoding); a file Pillow refuses is decoded in full (tifffile)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-        return
-    except Exception:  # Pillow raises many types for bad files; read_input gives the clear error
-        read_input(path)
 
 
 def output_paths(file: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -98,14 +97,6 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
     out[edge] = CONTOUR
     return out
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
 
 
 def _check_outputs(files: list[Path], out_dir: Path, force: bool) -> None:
@@ -131,38 +122,57 @@ def predict(
     force: bool = False,
     amp: bool = False,
     progress=None,
+    max_pixels: int | None = None,
 ) -> list[dict]:
     """Segment new images with a trained run. threshold None uses the run's train.threshold.
 
     Returns one dict per image: input, mask, overlay (paths), height, width, fg_fraction, threshold.
-    progress: called as ``progress(done, total)`` after each image.
+    progress: called as ``progress(done, total)`` after each image. max_pixels: the largest input
+    (H x W) read, default ``imbaseg.data.io.pixel_limit()``. Nothing is written when any input is bad,
+    when a check fails or when the disk fills (see the module doc).
     """
-    from imbaseg.data.dataset import to_channels
-    from imbaseg.evaluation.inference import Predictor, plan_for
-    from imbaseg.paths import atomic_write_bytes
+    from imbaseg.data.io import pixel_limit
     from imbaseg.training.device import resolve_device
     from imbaseg.training.run_dir import load_run
 
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)
     _check_outputs(files, out_dir, force)
+    limit = pixel_limit(max_pixels)
     for f in files:
-        check_readable(f)  # fail before writing anything when a file is not a decodable image
+        read_input(f, limit)  # a full decode: nothing is written when one input is bad
     dev = resolve_device(device)
     run = load_run(run_dir, checkpoint, dev)
     cfg = run.config
     thr = cfg.train.threshold if threshold is None else _check_threshold(threshold)
+    created = not out_dir.exists()
+    try:
+        return _write_all(files, out_dir, run, size, tta, amp, dev, thr, limit, progress)
+    except BaseException:
+        if created:  # a folder made here and left empty by the failure goes too
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+
+
+def _write_all(files, out_dir: Path, run, size, tta, amp, dev, thr, limit, progress) -> list[dict]:
+    """Predict every file into a staging folder in ``out_dir``; move the files into place at the end."""
+    from imbaseg.data.dataset import to_channels
+    from imbaseg.data.io import encode_png
+    from imbaseg.evaluation.inference import Predictor, plan_for
+    from imbaseg.paths import staged_files
+
+    cfg = run.config
     predictor = Predictor(run.model, plan_for(cfg, size), tta=tta, amp=amp, device=dev)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    for k, f in enumerate(files):
-        image = read_input(f)
-        mask = predictor.probs(to_channels(image, cfg.data.in_channels)) >= thr
-        mask_path, overlay_path = output_paths(f, out_dir)
-        atomic_write_bytes(mask_path, _png_bytes(mask.astype(np.uint8) * 255))
-        atomic_write_bytes(overlay_path, _png_bytes(overlay(image, mask)))
-        results.append(
-            {
+    with staged_files(out_dir) as stage:
+        for k, f in enumerate(files):
+            image = read_input(f, limit)
+            mask = predictor.probs(to_channels(image, cfg.data.in_channels)) >= thr
+            mask_path, overlay_path = output_paths(f, out_dir)
+            (stage / mask_path.name).write_bytes(encode_png(mask.astype(np.uint8) * 255))
+            (stage / overlay_path.name).write_bytes(encode_png(overlay(image, mask)))
+            results.append({
                 "input": str(f),
                 "mask": str(mask_path),
                 "overlay": str(overlay_path),
@@ -170,10 +180,9 @@ def predict(
                 "width": int(mask.shape[1]),
                 "fg_fraction": float(mask.mean()),
                 "threshold": thr,
-            }
-        )
-        if progress:
-            progress(k + 1, len(files))
+            })
+            if progress:
+                progress(k + 1, len(files))
     return results
 
 

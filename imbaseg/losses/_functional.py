@@ -105,6 +105,18 @@ def error_prob(z: Tensor, y: Tensor) -> Tensor:
     return torch.sigmoid(signed(z, y))
 
 
+def softplus_of_signed(s: Tensor, e: Tensor) -> Tensor:
+    """``softplus(s)`` given ``e = sigmoid(s)``, as ``relu(s) - log1p(-min(e, 1 - e))``; overwrites ``s``.
+
+    One log1p instead of softplus's exp and log1p (~30% less time on a CPU, measured), within 2 ulp of
+    the exact value: for s <= 0 it is ``-log1p(-e)``; for s > 0, ``1 - e`` is exact (e >= 1/2) and off
+    by e's rounding (< 2^-25) from ``sigmoid(-s)``, which moves a value >= log 2 by < 1 ulp.
+    """
+    t = torch.rsub(e, 1.0)
+    torch.minimum(e, t, out=t)
+    return s.clamp_min_(0.0).sub_(torch.log1p(t.neg_()))
+
+
 def pow_exp(x: Tensor, a: float) -> Tensor:
     """``x ** a`` for x >= 0 with value exactly 0 and a finite (zero) gradient at x = 0 when 0 < a < 1."""
     positive = x > 0
@@ -132,8 +144,8 @@ def chunk_bounds(n: int, device: torch.device) -> list[tuple[int, int]]:
 
 
 class ClampedWeight:
-    """A weight map made chunk by chunk, never stored whole: ``min(1, base + g)``, then ``w_pos`` on
-    foreground when ``fix_fg`` (lerp with weight y in {0, 1}: exact at both ends).
+    """A weight map made chunk by chunk inside the pixel sums' own pass: ``min(1, base + g)``, then
+    ``w_pos`` on foreground when ``fix_fg`` (lerp with weight y in {0, 1}: exact at both ends).
 
     g: flat ``(n,)`` tensor; base, w_pos: 0-d tensors of g's dtype. ``full(y)`` gives the whole map.
     """
@@ -151,12 +163,6 @@ class ClampedWeight:
         return self.chunk(0, self.g.numel(), y.reshape(-1), torch.empty_like(self.g)).view(y.shape)
 
 
-def _weight_chunk(w, i: int, j: int, y: Tensor, scratch: Tensor | None) -> Tensor | None:
-    if w is None or isinstance(w, Tensor):
-        return w if w is None else w[i:j]
-    return w.chunk(i, j, y, scratch[: j - i])
-
-
 class _PixelSums(torch.autograd.Function):
     """Sums over all pixels, with one hand-written backward instead of a dozen autograd nodes.
 
@@ -168,26 +174,25 @@ class _PixelSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, w, want_bce: bool, want_error: bool):
         zf, yf = z.reshape(-1), y.reshape(-1)
-        bounds = chunk_bounds(zf.numel(), zf.device)
+        bounds, cpu = chunk_bounds(zf.numel(), zf.device), zf.device.type == "cpu"
         e = torch.empty_like(zf)
         parts = zf.new_empty((len(bounds), int(want_bce) + 3 * int(want_error)))
-        scratch = None if isinstance(w, Tensor) or w is None else zf.new_empty(bounds[0][1] if bounds else 0)
+        # a ClampedWeight is made chunk by chunk into one map, kept for backward (cheaper than twice)
+        made = zf.new_empty(zf.numel()) if want_bce and isinstance(w, ClampedWeight) else None
         for row, (i, j) in zip(parts, bounds, strict=True):
             zc, yc, ec = zf[i:j], yf[i:j], e[i:j]
             s = signed(zc, yc)
             torch.sigmoid(s, out=ec)
-            if want_bce:
-                sp = F.softplus(s)
-                wc = _weight_chunk(w, i, j, yc, scratch)
+            if want_bce:  # CPU: one log1p instead of exp + log1p; GPU: one kernel instead of six
+                sp = softplus_of_signed(s, ec) if cpu else F.softplus(s)
+                wc = w.chunk(i, j, yc, made[i:j]) if made is not None else None if w is None else w[i:j]
                 torch.sum(sp, 0, out=row[0]) if wc is None else torch.dot(sp, wc, out=row[0])
             if want_error:
                 k = int(want_bce)
                 torch.dot(ec, ec, out=row[k])
                 torch.dot(ec, yc, out=row[k + 1])
                 torch.sum(ec, 0, out=row[k + 2])
-        if len(bounds) == 1 and scratch is not None and want_bce:
-            w = scratch  # one chunk (a GPU): keep the map made above rather than make it again in backward
-        ctx.want, ctx.weight, ctx.bounds = (want_bce, want_error), w, bounds
+        ctx.want, ctx.weight, ctx.bounds = (want_bce, want_error), made if made is not None else w, bounds
         ctx.save_for_backward(e, yf)
         ctx.shape = z.shape
         if len(bounds) == 1:
@@ -197,10 +202,10 @@ class _PixelSums(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         e, y = ctx.saved_tensors
+        w = ctx.weight if ctx.want[0] else None
         if len(ctx.bounds) > 1:
-            out = _backward_chunks(e, y, ctx.weight, grad, ctx.want, ctx.bounds)
+            out = _backward_chunks(e, y, w, grad, ctx.want, ctx.bounds)
         else:
-            w = ctx.weight if isinstance(ctx.weight, Tensor) or ctx.weight is None else ctx.weight.full(y)
             out = _backward_whole(e, y, w, grad, *ctx.want)
         return out.view(ctx.shape), None, None, None, None
 
@@ -228,13 +233,13 @@ def _backward_chunks(e: Tensor, y: Tensor, w, grad: Tensor, want: tuple[bool, bo
     g0 = g[0] if want_bce else 0.0
     out = torch.empty_like(e)
     tmp = e.new_empty(bounds[0][1])
-    scratch = None if isinstance(w, Tensor) or w is None else e.new_empty(bounds[0][1])
+    g1, g2, g3 = g[-3:] if want_error else (0.0, 0.0, 0.0)
+    g3_t = e.new_tensor(g3)
     for i, j in bounds:
         ec, yc, oc, a = e[i:j], y[i:j], out[i:j], tmp[: j - i]
-        wc = _weight_chunk(w, i, j, yc, scratch) if want_bce else None
+        wc = None if w is None else w[i:j]
         if want_error:
-            g1, g2, g3 = g[-3:]
-            torch.mul(ec, 2.0 * g1, out=a).add_(yc, alpha=g2).add_(g3)  # 2 e g1 + y g2 + g3
+            torch.add(g3_t, ec, alpha=2.0 * g1, out=a).add_(yc, alpha=g2)  # 2 e g1 + y g2 + g3
             torch.ops.aten.sigmoid_backward.grad_input(a, ec, grad_input=oc)  # times e (1 - e)
             if want_bce:
                 oc.addcmul_(wc, ec, value=g0) if wc is not None else oc.add_(ec, alpha=g0)

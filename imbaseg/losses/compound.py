@@ -2,7 +2,7 @@
 
 Grammar of a spec string: terms joined by ``+``; a term is ``[weight*]name[(key=value, ...)]``, e.g.
 ``0.5*dou`` or ``dice(batch=false, smooth=1e-6)``. Weights are plain floats (``1e-3`` works; an
-exponent with a sign, ``1e+3``, too). YAML form: a list of ``{name, weight, params}`` mappings
+exponent with a sign, ``1e+3``, too), finite and > 0. YAML form: a list of ``{name, weight, params}`` mappings
 (``weight`` defaults to 1, ``params`` to ``{}``).
 """
 
@@ -77,6 +77,11 @@ def _weight(text: Any, spec: Any) -> float:
         raise UserError(f"loss spec '{spec}': weight '{text}' is not a number.") from None
     if isinstance(text, bool) or value != value:
         raise UserError(f"loss spec '{spec}': weight '{text}' is not a number.")
+    if not 0.0 < value < float("inf"):  # 0 trains a term for nothing; < 0 maximises it; inf gives NaN
+        raise UserError(
+            f"loss spec '{spec}': weight {text} must be a finite number > 0; leave out a term that should "
+            "not count."
+        )
     return value
 
 

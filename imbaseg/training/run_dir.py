@@ -26,7 +26,9 @@ it). ``evaluate`` and ``compare`` need nothing but the run folder.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ import torch
 
 from imbaseg.config import Config, from_dict, load_config
 from imbaseg.errors import UserError
-from imbaseg.paths import atomic_write_bytes
+from imbaseg.paths import atomic_write_bytes, write_error
 
 CHECKPOINTS = ("best", "last")
 
@@ -229,10 +231,35 @@ class RunDir:
         return f"{why}: removed the stale best.pt (the next improvement writes a new one)"
 
     def lock(self, what: str | None = None):
-        """Take the run folder's lock (``.lock``); ``imbaseg.locks.LockHeld`` names a live holder."""
-        from imbaseg.locks import acquire
+        """Take the run folder's lock (``.lock``); ``imbaseg.locks.LockHeld`` names a live holder.
 
-        return acquire(self.lock_file, what or f"run folder {self.path}")
+        With the lock held, temp files that killed processes left here (``checkpoints/.last.pt.<pid>.tmp``,
+        ``.history.csv.<pid>.tmp``, ...) are removed.
+        """
+        from imbaseg.locks import acquire
+        from imbaseg.paths import remove_stale_temps
+
+        lock = acquire(self.lock_file, what or f"run folder {self.path}")
+        for folder in (self.path, self.checkpoints_dir):
+            remove_stale_temps(folder)
+        return lock
+
+    def log_handler(self) -> logging.Handler:
+        """A logging handler appending to ``train.log``. A failed write (full disk) drops the line quietly
+        instead of printing a traceback for every line: the run's next checkpoint write then stops it
+        with one clear error (``paths.write_error``)."""
+        try:
+            return _QuietFileHandler(self.train_log)
+        except OSError as exc:
+            raise write_error(self.train_log, exc) from exc
+
+
+class _QuietFileHandler(logging.FileHandler):
+    error: BaseException | None = None  # the first write error, kept for inspection
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if self.error is None:
+            self.error = sys.exc_info()[1]
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str = "best") -> Path:

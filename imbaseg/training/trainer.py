@@ -487,10 +487,7 @@ class Trainer:
         log = logging.getLogger(f"imbaseg.run.{id(self)}")
         log.setLevel(logging.INFO)
         log.propagate = False
-        try:
-            handler = logging.FileHandler(self.folder.train_log)
-        except OSError as exc:
-            raise write_error(self.folder.train_log, exc) from exc
+        handler = self.folder.log_handler()  # a full disk: no traceback per line (see RunDir.log_handler)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(handler)
         return log

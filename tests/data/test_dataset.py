@@ -15,6 +15,7 @@ from PIL import Image
 from imbaseg.data.dataset import SegDataset
 from imbaseg.data.loader import build_loader
 from imbaseg.errors import UserError
+from imbaseg.paths import cache_dir_for
 
 H, W = 48, 64
 GEOMETRY = {"vflip_p": 1.0, "hflip_p": 1.0, "shift_scale_rotate_p": 1.0, "elastic_p": 1.0,
@@ -173,7 +174,8 @@ def _forbid_decoding(monkeypatch):
 
 def test_cache_is_built_once_and_memory_mapped(prepared_fov, monkeypatch):
     first = SegDataset(prepared_fov, "train", size=(24, 32))
-    assert first.cache_path.parent == prepared_fov / "cache"
+    assert first.cache_path.parent == cache_dir_for(prepared_fov) == prepared_fov.parent / "cache/prep-fov"
+    assert not (prepared_fov / "cache").exists()  # the prepared folder is only read
     arr = np.load(first.cache_path, mmap_mode="r")
     assert arr.shape == (6, 24, 32, 3 + 1 + 1) and arr.dtype == np.uint8  # RGB, mask, fov
     assert set(np.unique(arr[..., 3])) <= {0, 1}
@@ -220,7 +222,8 @@ def test_unreadable_png_leaves_no_cache_behind(prepared):
     path.write_bytes(path.read_bytes()[:100])  # truncated
     with pytest.raises(UserError, match="img04.png"):
         SegDataset(prepared, "train")
-    assert not list((prepared / "cache").glob("*.npy")) and not list((prepared / "cache").glob(".*.tmp"))
+    cache = cache_dir_for(prepared)
+    assert not list(cache.glob("*.npy")) and not list(cache.glob(".*.tmp"))
     assert len(SegDataset(prepared, "val")) == 2  # the other split is fine
 
 

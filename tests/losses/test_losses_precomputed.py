@@ -284,3 +284,14 @@ def test_precomputed_on_cuda_equals_in_forward_on_cuda_and_cpu(name, kind):
     for value, grad in ((inside, g_inside), (handed, g_handed)):
         assert value.item() == pytest.approx(cpu.item(), rel=1e-5)
         torch.testing.assert_close(grad.cpu(), g_cpu, rtol=1e-4, atol=1e-9)
+
+
+def test_softplus_from_the_sigmoid_is_within_two_ulp():
+    """The fused sums take softplus(s) from e = sigmoid(s) with one log1p; against float64 softplus over
+    the whole float32 range of logits that matter (|s| <= 88), zero and the signs included."""
+    s = torch.cat([torch.linspace(-88, 88, 200_001), torch.tensor([0.0, -1e-7, 1e-7, -1e-30, 1e-30])])
+    got = Fn.softplus_of_signed(s.clone(), torch.sigmoid(s)).double()
+    ref = F.softplus(s.double())
+    ulp = torch.finfo(torch.float32).eps * ref.abs() + 2.0**-149  # below 1.2e-38 the spacing is fixed
+    assert ((got - ref).abs() <= 2 * ulp).all()
+    assert Fn.softplus_of_signed(torch.tensor([float("nan")]), torch.tensor([float("nan")])).isnan().all()
