@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 IMB   := $(PY) -m imbaseg
 PYTEST_ARGS ?= -q
 
-.PHONY: install demo test lint bench figures gpu-check gpu-carry slurm-start slurm-stop
+.PHONY: install demo study-demo test lint bench figures gpu-check gpu-carry slurm-start slurm-stop
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 # The main job end to end on the built-in synthetic data, on CPU (see README: about 5-8 minutes on 2 cores).
 demo: $(STAMP)
 	$(PY) -m imbaseg.demo
+
+# The loss study in miniature: 3 synthetic datasets x 3 losses x 2 seeds, 2 cells at once on CPU, then its
+# report in studies/demo/ (README "Loss study": the measured time). Run again, it continues where it stopped.
+study-demo: $(STAMP)
+	$(IMB) study run configs/study-demo.yaml --jobs 2
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
 test: $(STAMP)

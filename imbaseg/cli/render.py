@@ -137,6 +137,181 @@ def loss_table(rows: list[dict]) -> None:
     console.print('Compound losses: --loss "dice+bce" or --loss "boundary-gaussian(sigma=4)+0.5*dou"')
 
 
+# ----------------------------------------------------------------------------- study plan, run, status
+
+STATE_STYLE = {"todo": "white", "queued": "cyan", "running": "bold blue", "partial": "yellow",
+               "failed": "bold red", "done": "green"}
+
+
+def _state_counts(views) -> str:
+    """``18 cells: 6 done, 2 partial, 10 todo``."""
+    from collections import Counter
+
+    counts = Counter(v.state for v in views)
+    order = ["done", "running", "queued", "partial", "todo", "failed"]
+    parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+    return f"{len(views)} cells: " + ", ".join(parts)
+
+
+def _shown(path) -> str:
+    """``path`` relative to the current folder when it lies inside it (shorter tables)."""
+    import os
+
+    text = os.path.relpath(path)
+    return str(path) if text.startswith("..") else text
+
+
+def _epoch(v) -> str:
+    return f"{v.epoch}/{v.epochs}" if v.epoch is not None and v.epochs else ""
+
+
+def _study_table(views, title: str, columns: tuple[str, ...]):
+    """One row per cell: the ``columns`` among dataset, loss, seed, state, epoch, seconds, dice, why, run."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    right = ("seed", "epoch", "seconds", "dice")
+    t = Table(title=title, title_justify="left")
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for v in views:
+        values = {
+            "dataset": v.cell.dataset, "loss": v.cell.loss, "seed": str(v.cell.seed),
+            "state": f"[{STATE_STYLE.get(v.state, 'white')}]{v.state}[/]", "epoch": _epoch(v),
+            "seconds": "" if v.seconds is None else f"{v.seconds:.0f}",
+            "dice": "" if v.dice is None else f"{v.dice:.4f}", "why": escape(v.why),
+            "run folder": escape(_shown(v.cell.run_dir)),
+        }
+        t.add_row(*(values[c] for c in columns))
+    return t
+
+
+def study_plan(study, views) -> None:
+    """``imbaseg study plan``: every cell with its state and why, then the counts; nothing is written."""
+    cols = ("dataset", "loss", "seed", "state", "why", "run folder")
+    console.print(_study_table(views, f"study {study.name} ({study.path})", cols))
+    todo = sum(v.state in ("todo", "partial") for v in views)
+    console.print(f"{_state_counts(views)}. `imbaseg study run` would run {todo} of them "
+                  "(failed ones with --retry-failed).", highlight=False, markup=False)
+
+
+def study_status(study, views) -> None:
+    """``imbaseg study status``: the plan with epochs, training seconds, the Dice of done cells and the
+    errors of failed ones."""
+    from rich.markup import escape
+
+    cols = ("dataset", "loss", "seed", "state", "epoch", "seconds", "dice", "why")
+    title = f"study {study.name} ({study.path}); dice: mean on {study.split}"
+    console.print(_study_table(views, title, cols))
+    console.print(_state_counts(views), highlight=False, markup=False)
+    for v in views:
+        if v.state == "failed":
+            console.print(f"[bold red]failed:[/] {escape(v.cell.label)} ({escape(str(v.cell.run_dir))}): "
+                          f"{escape(v.error or v.why)}", highlight=False, soft_wrap=True)
+
+
+class StudyDisplay:
+    """A study run on the terminal, fed by the runner's callbacks (``RunnerCallbacks``): a live table of
+    the cells, refreshed, when ``live`` (default: on a terminal); otherwise one line per state change."""
+
+    COLUMNS = ("dataset", "loss", "seed", "state", "epoch", "seconds", "why")
+
+    def __init__(self, live: bool | None = None):
+        self.live = console.is_terminal if live is None else live
+        self._live = None
+
+    def __enter__(self) -> StudyDisplay:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def on_start(self, views, executor: str) -> None:
+        console.print(f"{executor}. {_state_counts(views)}.", highlight=False, markup=False, soft_wrap=True)
+        if self.live:
+            from rich.live import Live
+
+            self._live = Live(_study_table(views, "", self.COLUMNS), console=console, refresh_per_second=2)
+            self._live.start()
+
+    def on_change(self, view) -> None:
+        if self.live:
+            return
+        import time
+
+        from rich.markup import escape
+
+        style = STATE_STYLE.get(view.state, "white")
+        epoch = f" epoch {_epoch(view)}" if view.state == "running" and _epoch(view) else ""
+        head = f"{time.strftime('%H:%M:%S')} {escape(view.cell.label)}"
+        console.print(f"{head}: [{style}]{view.state}[/]{epoch} - {escape(view.why)}", highlight=False,
+                      soft_wrap=True)
+
+    def on_tick(self, views) -> None:
+        if self._live is not None:
+            self._live.update(_study_table(views, "", self.COLUMNS))
+
+    def on_message(self, text: str, level: str = "info") -> None:
+        from rich.markup import escape
+
+        text = f"[yellow]{escape(text)}[/]" if level == "warning" else escape(text)
+        console.print(text, highlight=False, soft_wrap=True)
+
+
+def study_run_result(study, result) -> None:
+    """How ``imbaseg study run`` ended: the counts, then what failed, what is unfinished and what to do."""
+    import signal
+
+    from rich.markup import escape
+
+    console.print(_state_counts(result.views), highlight=False, markup=False)
+    for v in result.failed:
+        console.print(f"[bold red]failed:[/] {escape(v.cell.label)} ({escape(str(v.cell.run_dir))}): "
+                      f"{escape(v.error or v.why)}", highlight=False, soft_wrap=True)
+    for v in result.unfinished:
+        console.print(f"[yellow]not finished:[/] {escape(v.cell.label)}: {escape(v.why)}", highlight=False,
+                      soft_wrap=True)
+    again = f"imbaseg study run {study.path}"
+    if result.detached:
+        console.print(f"{len(result.unfinished)} cell(s) go on as Slurm jobs; follow them with `imbaseg "
+                      f"study status {study.path}` (scancel stops them, saving last.pt)", highlight=False)
+    elif result.stopped_by is not None:
+        name = signal.Signals(result.stopped_by).name
+        console.print(f"[yellow]stopped by {name}[/]: the stopped cells saved checkpoints/last.pt; `{again}` "
+                      "continues them", highlight=False, soft_wrap=True)
+    elif result.failed:
+        console.print(f"[bold red]{len(result.failed)} cell(s) failed[/]; after a fix, `{again} "
+                      "--retry-failed` runs them again", highlight=False, soft_wrap=True)
+    elif result.unfinished:
+        console.print(f"`{again}` continues the unfinished cells", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[green]all {len(result.views)} cells done[/]", highlight=False)
+
+
+def study_note(text: str) -> None:
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def cell_message(text: str, level: str = "info") -> None:
+    """A notice of one cell's process (its output is the cell's log)."""
+    from rich.markup import escape
+
+    style = {"warning": "yellow", "error": "red"}.get(level)
+    text = escape(text)
+    console.print(f"[{style}]{text}[/]" if style else text, highlight=False, soft_wrap=True)
+
+
+def cell_outcome(cell, outcome) -> None:
+    """The last line of a cell's process: what it did."""
+    from rich.markup import escape
+
+    style = {"done": "green", "failed": "bold red", "busy": "yellow", "stopped": "yellow"}[outcome.outcome]
+    console.print(f"[{style}]{escape(cell.label)}: {escape(outcome.message)}[/]", highlight=False,
+                  soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- download and prepare
 
 

@@ -79,21 +79,26 @@ def _holder(run: RunDir) -> dict[str, Any] | None:
     return holder if holder and not is_stale(holder) else None
 
 
-def cell_state(study: Study, cell: Cell) -> CellState:
-    """The state of ``cell`` (see the module doc); reads only small files (status.json, the lock)."""
+def cell_state(study: Study, cell: Cell, lock: bool = True) -> CellState:
+    """The state of ``cell`` (see the module doc); reads only small files (status.json, the lock).
+
+    ``lock`` False leaves the lock out: for the process that holds it and decides what to do next.
+    A failed cell is ``trained`` when it failed in its evaluation (status.json ``trained``).
+    """
     run = RunDir(cell.run_dir)
     if not run.path.is_dir():
         return CellState("todo", "not started")
     status = run.read_status()
     seconds = status.get("seconds")
-    holder = _holder(run)
+    holder = _holder(run) if lock else None
     if holder is not None:
         from imbaseg.locks import describe
 
         return CellState("running", f"running: {describe(holder)}", seconds)
     if status.get("state") == "failed":
         err = str(status.get("error") or "failed")
-        return CellState("failed", err.splitlines()[0][:200], seconds, err)
+        trained = bool(status.get("trained"))
+        return CellState("failed", err.splitlines()[0][:200], seconds, err, trained=trained)
     if status.get("state") == "finished":
         done, why = _evaluation(study, run)
         return CellState("done" if done else "partial", why, seconds, trained=True)
