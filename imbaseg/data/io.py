@@ -74,22 +74,26 @@ class ImageTooLarge(UnreadableImage):
 
 
 def pixel_limit(limit: int | None = None) -> int:
-    """The largest image read, in pixels (H x W): ``limit`` if given, else $IMBASEG_MAX_IMAGE_PIXELS,
-    else DEFAULT_MAX_PIXELS. UserError for a limit that is not a positive integer."""
-    source = "--max-pixels"
-    if limit is None:
-        text = os.environ.get(MAX_PIXELS_ENV, "").strip()
-        if not text:
-            return DEFAULT_MAX_PIXELS
-        source = MAX_PIXELS_ENV
-        try:
-            limit = int(text.replace("_", "").replace(",", ""))
-        except ValueError:
-            raise UserError(f"{MAX_PIXELS_ENV}={text!r} is not a whole number of pixels, e.g. "
-                            f"{MAX_PIXELS_ENV}=400000000") from None
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-        raise UserError(f"{source} must be a positive whole number of pixels, got {limit!r}")
-    return int(limit)
+    """The largest image read, in pixels (H x W): ``limit`` (``--max-pixels``) if given, else
+    $IMBASEG_MAX_IMAGE_PIXELS, else DEFAULT_MAX_PIXELS. UserError for a limit that is not a positive
+    whole number (the range is config.FLAG_NUMBERS')."""
+    if limit is not None:
+        from imbaseg.config import check_number
+
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+            raise UserError(f"--max-pixels must be a whole number of pixels, got {limit!r}")
+        return int(check_number("--max-pixels", int(limit)))
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UserError(f"{MAX_PIXELS_ENV}={text!r} is not a positive whole number of pixels, e.g. "
+                        f"{MAX_PIXELS_ENV}=400000000")
+    return value
 
 
 def check_pixels(path, height: int, width: int, limit: int | None = None) -> None:

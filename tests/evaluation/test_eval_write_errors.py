@@ -102,8 +102,12 @@ def test_predict_refuses_a_decompression_bomb(tiny_project, tmp_path, good_png, 
         predict(tiny_project["run"], [good_png], tmp_path / "o2", device="cpu")
     assert len(predict(tiny_project["run"], [good_png], tmp_path / "o3", device="cpu", max_pixels=5000)) == 1
     monkeypatch.setenv("IMBASEG_MAX_IMAGE_PIXELS", "lots")
-    with pytest.raises(UserError, match="IMBASEG_MAX_IMAGE_PIXELS='lots' is not a whole number"):
+    with pytest.raises(UserError, match="IMBASEG_MAX_IMAGE_PIXELS='lots' is not a positive whole number"):
         predict(tiny_project["run"], [good_png], tmp_path / "o4", device="cpu")
+    monkeypatch.delenv("IMBASEG_MAX_IMAGE_PIXELS")
+    for bad in (0, -5):  # the same range and message as prepare --max-pixels (config.FLAG_NUMBERS)
+        with pytest.raises(UserError, match=f"^--max-pixels must be >= 1, got {bad}$"):
+            predict(tiny_project["run"], [good_png], tmp_path / "o5", device="cpu", max_pixels=bad)
 
 
 def test_predict_max_pixels_flag_reaches_the_library(tiny_project, tmp_path, good_png, monkeypatch):
@@ -119,3 +123,20 @@ def test_predict_max_pixels_flag_reaches_the_library(tiny_project, tmp_path, goo
     res = _cli("predict", tiny_project["run"], good_png, "--out", tmp_path / "o", "--max-pixels", 5000)
     assert res.exit_code == 0, res.output
     assert seen["max_pixels"] == 5000
+
+
+def test_staging_left_by_a_killed_evaluate_or_predict_goes_at_the_next_one(run_copy, tmp_path, good_png):
+    from tmpfs_helpers import dead_pid
+
+    dead = dead_pid()
+    eval_stale = run_copy / "eval" / f".test.tmp-{dead}-0123abcd"
+    out = tmp_path / "out"
+    out_stale = out / f".staged.tmp-{dead}-0123abcd"
+    for folder in (eval_stale, out_stale):
+        (folder / "predictions").mkdir(parents=True)
+    mine = out / ".keep.tmp-notapid"  # a name of the user's that only looks similar stays
+    mine.write_text("x")
+    evaluate_run(run_copy, device="cpu")
+    predict(run_copy, [good_png], out, device="cpu")
+    assert not eval_stale.exists() and not out_stale.exists() and mine.exists()
+    assert sorted(p.name for p in out.iterdir()) == [".keep.tmp-notapid", "good_mask.png", "good_overlay.png"]
