@@ -11,7 +11,8 @@ On a lent GPU machine (the `device` tool's `run`), from the repository root, ONE
   checkout (PYTHONPATH), not installed. `make gpu-check` is the same command with `.venv/bin/python`
   when it exists, else `python3`; the call above names `python3` so that it needs no `make` there.
 - `.gpu-carry/data/` mirrors ../shared/data (DRIVE, samples/CVC-ClinicDB, samples/ISIC2018), which does
-  not travel by itself: only a `shared/` inside the checkout does. About 41 MB of the 64 MiB limit.
+  not travel by itself: only a `shared/` inside the checkout does. 39 MB; with the tracked tree (~9 MB)
+  well under the 64 MiB that a call may carry.
 - The report lands in $OUT (else .gpu-work/): gpu-report.json, gpu-report.md, gpu-logs.tar.gz (each
   part's full output) and, with --with-figures, gpu-figures.tar.gz: four files, within the 8 that come back.
 
@@ -21,10 +22,10 @@ whole process group) and reported, and the next part starts:
   env         GPU name, memory, driver, torch / CUDA / cuDNN versions
   cuda-tests  pytest on every test that skips without CUDA (found by reading the tests' skip marks)
   losses      bench_losses.py on CUDA: every loss's ratio to BCE, the boundary losses with the on-device
-              EDT (in forward) and with the loader's precomputed inputs
+              EDT (in forward), with the loader's precomputed inputs, and torch.compile'd
+  inference   whole-image and sliding-window images/s at DRIVE size (584x565), fp32 and AMP
   train       bench_train.py: the study's plain loop vs imbaseg eager vs compiled, U-Net base 64 at
               288x384: images/s, data-wait share, peak memory, achieved TFLOP/s and MFU
-  inference   whole-image and sliding-window images/s at DRIVE size (584x565), fp32 and AMP
   drive       DRIVE prepared into .gpu-work/, then `imbaseg train` for 3 epochs at full resolution with
               --compile: seconds per epoch, images/s, losses, validation Dice, peak memory
   losses-cpu  bench_losses.py on ONE CPU thread (process CPU time) for the study's losses: the CPU
@@ -264,14 +265,14 @@ def plan(args, work: Path, py: str) -> list[Part]:
         Part("env", "GPU, driver, torch/CUDA/cuDNN versions", 30, me + ["--part", "env"], json_line),
         Part("cuda-tests", f"pytest on the {len(tests)} tests that skip without CUDA", 90,
              [py, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider", *tests], parse_pytest),
-        Part("losses", "bench_losses.py on CUDA (ratio to BCE, in forward vs precomputed)", 75,
-             [py, "tests/benchmarks/bench_losses.py", "--device", "cuda", "--repeats", "25",
+        Part("losses", "bench_losses.py on CUDA (ratio to BCE: in forward, precomputed, compiled)", 150,
+             [py, "tests/benchmarks/bench_losses.py", "--device", "cuda", "--repeats", "25", "--compile",
               "--json", str(work / "losses-cuda.json")], parse_losses_json("losses-cuda.json")),
+        Part("inference", "Predictor images/s at DRIVE size (584x565), fp32 and AMP", 60,
+             me + ["--part", "inference"] + with_data, json_line),
         Part("train", "bench_train.py: plain loop vs eager vs compiled, U-Net base 64, 288x384", 180,
              [py, "tests/benchmarks/bench_train.py", "--device", "cuda", "--steps", "24", "--warmup", "4"],
              parse_train),
-        Part("inference", "Predictor images/s at DRIVE size (584x565), fp32 and AMP", 60,
-             me + ["--part", "inference"] + with_data, json_line),
         Part("drive", "DRIVE, 3 epochs at full resolution with --compile", 170,
              me + ["--part", "drive", "--work", str(work)] + with_data, json_line),
         Part("losses-cpu", "bench_losses.py on one CPU thread, process CPU time (the study's losses)", 60,

@@ -185,8 +185,12 @@ class _PixelSums(torch.autograd.Function):
             torch.sigmoid(s, out=ec)
             if want_bce:  # CPU: one log1p instead of exp + log1p; GPU: one kernel instead of six
                 sp = softplus_of_signed(s, ec) if cpu else F.softplus(s)
-                wc = w.chunk(i, j, yc, made[i:j]) if made is not None else None if w is None else w[i:j]
-                torch.sum(sp, 0, out=row[0]) if wc is None else torch.dot(sp, wc, out=row[0])
+                if made is not None:
+                    torch.dot(sp, w.chunk(i, j, yc, made[i:j]), out=row[0])
+                elif w is not None:
+                    torch.dot(sp, w[i:j], out=row[0])
+                else:
+                    torch.sum(sp, 0, out=row[0])
             if want_error:
                 k = int(want_bce)
                 torch.dot(ec, ec, out=row[k])

@@ -137,6 +137,29 @@ def candidates(z, y, only: set[str] | None = None):
     return rows + [r for r in straightforward if only is None or r[0] in only]
 
 
+def compiled_rows(z, y, only: set[str] | None = None):
+    """``torch.compile``d BCE and boundary losses (precomputed inputs), compiled and warmed up here; a
+    failure is printed and its row left out. On a GPU an eager loss is many small kernel launches at this
+    size; compiled, inductor fuses them, which is what ``--compile`` training gets for the model."""
+    specs = [("BCE (torch)", "compiled", lambda: F.binary_cross_entropy_with_logits(z, y))]
+    for name in ("boundary-gaussian", "boundary-dou"):
+        if only is None or name in only:
+            loss = get_loss(name)
+            extras = precomputed(y, loss.distance_inputs)
+            specs.append((name, "precomputed, compiled", lambda loss=loss, ex=extras: loss(z, y, **ex)))
+    rows = []
+    for label, variant, fn in specs:
+        try:
+            compiled = torch.compile(fn)
+            for _ in range(2):
+                z.grad = None
+                compiled().backward()
+            rows.append((label, variant, compiled))
+        except Exception as exc:  # report, don't hide: compile support varies by platform
+            print(f"(torch.compile of {label} failed: {exc.__class__.__name__}: {str(exc)[:160]})")
+    return rows
+
+
 def time_all(rows, z, repeats: int, device: str, seed: int = 0, clock=time.perf_counter):
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times = {i: [] for i in range(len(rows))}
@@ -174,10 +197,10 @@ def loader_cost(y: torch.Tensor, keys=("dist_fg",), repeats: int = 5) -> float:
 
 
 def bench(device: str, b: int, size: int, repeats: int, cpu_clock: bool = False,
-          only: set[str] | None = None) -> dict:
+          only: set[str] | None = None, compile_: bool = False) -> dict:
     z, y = make_batch(b, size, device)
     z.requires_grad_(True)
-    rows = candidates(z, y, only)
+    rows = candidates(z, y, only) + (compiled_rows(z, y, only) if compile_ else [])
     clock = time.process_time if cpu_clock and device == "cpu" else time.perf_counter
     stats = time_all(rows, z, repeats, device, clock=clock)
     (base_med, base_min), fg = stats[0], y.mean().item()
@@ -213,6 +236,8 @@ def main(argv=None) -> None:
                          "processes on a shared machine; wall-clock is the default)")
     ap.add_argument("--losses", default=None, help="comma-separated registry names to time (BCE always)")
     ap.add_argument("--json", default=None, help="also write the tables to this JSON file")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile'd BCE, boundary-gaussian and boundary-dou (meant for CUDA)")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.repeats = 2, 128, 3
@@ -231,7 +256,7 @@ def main(argv=None) -> None:
         if device == "cuda" and not torch.cuda.is_available():
             print("\n(CUDA not available: GPU table not measured)")
             continue
-        results.append(bench(device, args.batch, args.size, args.repeats, args.cpu_clock, only))
+        results.append(bench(device, args.batch, args.size, args.repeats, args.cpu_clock, only, args.compile))
     if args.json:
         meta = {"torch": torch.__version__, "cpu": cpu, "cpus": os.cpu_count(),
                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
