@@ -140,7 +140,9 @@ def run(
         callbacks = RunnerCallbacks(display.on_start, display.on_change, display.on_tick, display.on_message)
         result = run_study(study, selected, ex, retry_failed, callbacks)
     render.study_run_result(study, result)
-    if result.stopped_by is not None and not result.detached:
+    if result.detached:  # Slurm jobs go on: only the failures seen so far make it an error
+        raise typer.Exit(1 if result.failed else 0)
+    if result.stopped_by is not None:
         raise typer.Exit(128 + int(result.stopped_by))
     if not result.ok:
         raise typer.Exit(1)

@@ -227,9 +227,9 @@ def _attempt(study: Study, cell: Cell, action: str, hooks: CellHooks, record: bo
                 return outcome
             stage = "evaluate"
         return _evaluate(study, cell, run)
-    except KeyboardInterrupt as exc:
+    except CellStopped as exc:  # outside the trainer's own handling (which records its stops itself)
         if stage == "train":
-            name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+            name = signal.Signals(exc.signum).name
             run.write_status(state="interrupted", stopped="interrupted", signal=name, error=None)
         raise
     except Exception as exc:  # the cell failed: record it, the study goes on

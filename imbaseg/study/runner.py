@@ -416,12 +416,15 @@ class _Runner:
         self.stopped_by = self.stopped_by or signum
         forward = signal.SIGTERM if signum == getattr(signal, "SIGHUP", None) else signum
         name = signal.Signals(signum).name
-        if first:
-            self._emit("on_message", f"{name}: stopping; running cells save checkpoints/last.pt and stop "
-                       f"({name} again after a second aborts them at once)", "warning")
-        else:
-            self._emit("on_message", f"{name} again: passed on to the running cells", "warning")
         self.detached = self.executor.stop(forward)
+        if self.detached:
+            text = f"{name}: no longer following the cells; they go on without this process"
+        elif first:
+            text = (f"{name}: stopping; running cells save checkpoints/last.pt and stop ({name} again "
+                    "after a second aborts them at once)")
+        else:
+            text = f"{name} again: passed on to the running cells"
+        self._emit("on_message", text, "warning")
 
     def _ended(self, ended: Ended) -> None:
         cell, code = ended.cell, ended.code
@@ -449,7 +452,10 @@ class _Runner:
         run = RunDir(cell.run_dir)
         if run.path.is_dir():
             run.write_status(state="failed", error=error)
-        return describe_cell(self.study, cell)
+        v = describe_cell(self.study, cell)
+        if v.state != "failed":  # it never made its run folder: nothing to record in
+            v.why = error
+        return v
 
     def _refresh(self) -> None:
         """Queued cells that started, and the epoch progress of running ones (their status.json); a cell

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -75,16 +76,26 @@ def project(data_template, tmp_path):
 
 
 def test_four_cells_through_one_slurm_job_array(project):
+    """The 4 cells go to Slurm as one job array; Ctrl-C on the study stops only the following (exit 0), the
+    jobs finish on their own, and the same command then finds every cell done."""
     path = write_study(project / "s.yaml", {"synthetic-polyp": {}, "synthetic-lesion": {}}, ("dice", "bce"),
                        name=NAME, set={"train.epochs": 1})
     study, cells = load(path, project)
+    run = start_study(path, project, *SLURM_ARGS)
+    wait_until(lambda: any(holder(c) for c in cells), "a cell's job to start", run)
+    os.kill(run.pid, signal.SIGINT)
+    out = finish(run)
+    assert run.returncode == 0, out
+    assert "no longer following the cells" in out and "go on as Slurm jobs" in out
+    wait_until(lambda: all(state(study, c) == "done" for c in cells), "the jobs to finish on their own",
+               timeout=900, every=1)
     out = finish(start_study(path, project, *SLURM_ARGS))
-    assert "all 4 cells done" in out, out
+    assert "4 cells: 4 done" in out and "all 4 cells done" in out, out
     jobs = [status(c)["slurm_job"] for c in cells]
     arrays = {j.split("_")[0] for j in jobs}
     assert len(arrays) == 1 and sorted(j.split("_")[1] for j in jobs) == ["0", "1", "2", "3"], jobs
     for c in cells:
-        assert state(study, c) == "done" and trainings(c) == 1
+        assert trainings(c) == 1 and status(c)["attempts"] == 1
     assert any((project / "studies" / NAME / "slurm").rglob("*_log.out"))
 
 
@@ -122,3 +133,4 @@ def test_usr2_requeues_the_job_and_the_cell_resumes_from_last_pt(project, tmp_pa
 def _requeued(job: str) -> bool:
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
     return "Restarts=1" in out and "JobState=PENDING" in out
+
