@@ -201,16 +201,22 @@ class RunDir:
         """
         if not self.checkpoint_file("last").is_file():
             return None
-        last = checkpoint_meta(self.checkpoint_file("last"))
+        try:
+            last = checkpoint_meta(self.checkpoint_file("last"))
+        except UserError:
+            return None  # an unreadable last.pt cannot judge; best.pt is used as it is
         want = last.get("best_epoch")
         if want is None:
             return None
         best_file = self.checkpoint_file("best")
-        have = checkpoint_meta(best_file).get("epoch") if best_file.is_file() else None
+        try:
+            have = checkpoint_meta(best_file).get("epoch") if best_file.is_file() else None
+            held = f"holds epoch {have}" if best_file.is_file() else "is missing"
+        except UserError:
+            have, held = None, "is unreadable"
         if have == want:
             return None
         repairable = last.get("epoch") == want and not last.get("position")
-        held = f"holds epoch {have}" if best_file.is_file() else "is missing"
         return f"{best_file} {held} but the run's best epoch is {want} (last.pt)", repairable
 
     def repair_best(self) -> str | None:

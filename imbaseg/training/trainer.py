@@ -101,7 +101,8 @@ class TrainerCallbacks:
     - ``on_epoch_end(report)``: the epoch's history row (the columns of history.csv) plus
       ``images_per_s`` and ``best`` (True when it wrote a new best.pt); after the checkpoints are written.
     - ``on_message(text, level)``: a notice, ``level`` "info" or "warning" (compile fallback, early
-      stopping, Ctrl-C).
+      stopping, a stop signal and the resume command, changed keys on resume, a repaired best.pt, a
+      lock taken over); each also goes to train.log.
     """
 
     on_start: Callable[[Path, int, int, int], None] | None = None
@@ -432,7 +433,7 @@ class Trainer:
             if run_dir is None:
                 path = new_run_dir(self.cfg.data.dataset, self.cfg.loss_label, self.cfg.name,
                                    root=self.cfg.data.root)
-                self._created = True
+                self._created = "named"  # runs/<dataset>/<loss>/<name>: the parents may be new too
                 return str(path)
             path = Path(run_dir)
             self._created = not path.exists()
@@ -460,6 +461,10 @@ class Trainer:
             import shutil
 
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            parents = (self.run_dir.parent, self.run_dir.parent.parent) if self._created == "named" else ()
+            for parent in parents:  # runs/<dataset>/<loss>/ when nothing else is in them
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
     def _close(self) -> None:
         if self.log is not None:
@@ -625,12 +630,14 @@ class Trainer:
                 "count": sum(r["count"] for r in ranks),
                 "terms": {k: sum(r["terms"].get(k, 0.0) for r in ranks) for k in keys},
             }
-            skip = pos["batch"] * pos["batch_size"] * pos["world"] // (bs * world)
+            done = pos["batch"] * pos["batch_size"] * pos["world"]  # images of the epoch already trained
+            skip = done // (bs * world)
+            again = done - skip * bs * world
             self._say(
-                f"resuming epoch {pos['epoch'] + 1} at batch {skip} with another batch size or world size "
-                f"(was {pos['batch_size']} x {pos['world']}): the images seen so far are skipped "
-                "approximately",
-                "warning",
+                f"resuming epoch {pos['epoch'] + 1} after its first {done} images ({skip} batches of {bs} x "
+                f"{world}; they were {pos['batch_size']} x {pos['world']})"
+                + (f": {again} of them are trained again" if again else ""),
+                "warning" if again else "info",
             )
         acc.total += mine["loss_sum"]
         f64 = dict(device=self.device, dtype=torch.float64)

@@ -37,11 +37,13 @@ def cfg_file(root: Path, tmp_path: Path, name: str, **sections):
     return cfg, path
 
 
-def driver(root: Path, cwd: Path, mode: str, opts: list, args: list) -> subprocess.Popen:
+def driver(root: Path, cwd: Path, mode: str, opts: list, args: list, group: bool = False) -> subprocess.Popen:
+    """``train_driver.py`` in a subprocess; ``group``: in its own process group (with its loader workers)."""
     env = dict(os.environ, IMBASEG_HOME=str(root), OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(DRIVER), mode, *map(str, opts), "--", *map(str, args)]
     out = subprocess.PIPE
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=group)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> int:
@@ -92,9 +94,11 @@ def test_sigint_mid_epoch_then_resume_gives_the_straight_history(tiny_root, tmp_
     assert (status["state"], status["stopped"], status["signal"], status["epoch"]) == (
         "interrupted", "interrupted", "SIGINT", 1)
     assert not RunDir(run).lock_file.exists()
+    assert status["seconds"] >= last["seconds"] > last["history"][0]["seconds"] > 0  # epoch 1 + part of 2
 
     result = train(cfg, resume=run)
     assert result.stopped == "completed"
+    assert RunDir(run).read_status()["seconds"] > status["seconds"]  # summed over the two sessions
     # exact, to the last digit
     assert strip_seconds(read_history(run)) == strip_seconds(read_history(straight))
     assert RunDir(run).read_status()["state"] == "finished"
@@ -104,15 +108,19 @@ def test_sigint_mid_epoch_then_resume_gives_the_straight_history(tiny_root, tmp_
 
 
 def test_sigterm_twice_at_once_saves_and_exits_143(tiny_root, tmp_path):
-    _, path = cfg_file(tiny_root, tmp_path, "rel-sigterm", train={"epochs": 3})
+    """SIGTERM to the whole process group (as Slurm signals every process of a job), twice within 50 ms
+    (as torchrun and srun forward it): one stop, the loader worker left alone, exit 143."""
+    _, path = cfg_file(tiny_root, tmp_path, "rel-sigterm", train={"epochs": 3}, data={"num_workers": 1})
     ready = tmp_path / "ready"
-    proc = driver(tiny_root, tmp_path, "pause", [1, 3, 0, ready, 2], ["--config", path, "--no-progress"])
-    pid = wait_for(ready, proc)
-    os.kill(pid, signal.SIGTERM)
-    time.sleep(0.05)  # torchrun and srun forward the signal the workers got too: the same stop, not an abort
-    os.kill(pid, signal.SIGTERM)  # (the driver holds the batch until both arrived)
+    proc = driver(tiny_root, tmp_path, "pause", [1, 3, 0, ready, 2], ["--config", path, "--no-progress"],
+                  group=True)
+    wait_for(ready, proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # (the driver holds the batch until both arrived)
     out = finish(proc)
     assert proc.returncode == 143, out
+    assert "DataLoader worker" not in out and "Traceback" not in out
     run = tiny_root.joinpath(*RUNS, "rel-sigterm")
     assert "interrupted by SIGTERM" in out and "--resume" in out and "aborted" not in out
     assert out.count("SIGTERM: stopping after this batch") == 1
@@ -183,6 +191,32 @@ def test_a_second_signal_aborts_at_once(tiny_root, tmp_path, signals_to_self):
     assert not RunDir(run).lock_file.exists()
 
 
+def test_a_mid_epoch_position_resumed_with_another_batch_size(tiny_root):
+    """A stop requested from Python (no signal) after batch 3 of 4 (12 images); resumed with batch 2 and
+    batch 8: the first 12 images are skipped as 6 batches of 2, or as 1 batch of 8 with 4 trained again."""
+    from imbaseg.training.trainer import Trainer
+
+    def stop_at_3(epoch, done, total, loss, rate):
+        if (epoch, done) == (1, 3):
+            trainer.stop_requested = True
+
+    for new_batch, expected in [(2, "after its first 12 images (6 batches of 2 x 1; they were 4 x 1)"),
+                                (8, "(1 batches of 8 x 1; they were 4 x 1): 4 of them are trained again")]:
+        name = f"rel-rebatch-{new_batch}"
+        trainer = Trainer(tiny_cfg(tiny_root, name=name, train={"epochs": 1}),
+                          callbacks=TrainerCallbacks(on_batch=stop_at_3))
+        result = trainer.fit()
+        assert result.stopped == "interrupted" and result.signal is None
+        assert load_checkpoint(result.run_dir / "checkpoints" / "last.pt")["position"]["batch"] == 3
+        said = []
+        cfg = tiny_cfg(tiny_root, name=name, train={"epochs": 1, "batch_size": new_batch})
+        cb = TrainerCallbacks(on_message=lambda t, lv, s=said: s.append(t))
+        train(cfg, resume=result.run_dir, callbacks=cb)
+        assert any(expected in s for s in said), said
+        rows = read_history(result.run_dir)
+        assert len(rows) == 1 and np.isfinite(float(rows[0]["train_loss"]))
+
+
 # ----------------------------------------------------------------------------- best.pt against last.pt
 
 
@@ -236,6 +270,26 @@ def test_a_best_that_cannot_be_repaired_is_refused_then_removed(tiny_root, tmp_p
     train(cfg, resume=run, callbacks=TrainerCallbacks(on_message=lambda text, level: said.append(text)))
     assert any("removed the stale best.pt" in s for s in said)
     assert not (run / "checkpoints" / "best.pt").exists()
+
+
+def test_an_unreadable_checkpoint_on_either_side(tmp_path, straight):
+    import shutil
+
+    run = tmp_path / "torn"
+    shutil.copytree(straight, run)
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])  # torn by something outside imbaseg (a partial copy)
+    problem = RunDir(run).best_problem()
+    assert problem is not None and "best.pt is unreadable but the run's best epoch is" in problem[0]
+    if last["best_epoch"] == last["epoch"]:
+        assert load_run(run, "best").checkpoint_file.name == "last.pt"
+    else:
+        with pytest.raises(UserError, match="out of date"):
+            load_run(run, "best")
+    shutil.copy(straight / "checkpoints" / "best.pt", best)
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")  # cannot judge: best.pt as it is
+    assert RunDir(run).best_problem() is None and load_run(run, "best").checkpoint_file == best
 
 
 # ----------------------------------------------------------------------------- the run folder's lock
@@ -316,16 +370,6 @@ def test_status_of_finished_and_failed_runs(tiny_root):
     assert status["error"].startswith("NonFiniteLoss: training loss became nan at epoch 2")
 
 
-def test_seconds_add_up_over_sessions(tiny_root):
-    cfg = tiny_cfg(tiny_root, name="rel-seconds", train={"epochs": 1})
-    run = train(cfg).run_dir
-    first = RunDir(run).read_status()["seconds"]
-    cfg.train.epochs = 2
-    train(cfg, resume=run)
-    status = RunDir(run).read_status()
-    assert status["seconds"] > first and status["epoch"] == 2
-
-
 # ----------------------------------------------------------------------------- setup checks
 
 
@@ -378,6 +422,11 @@ def test_a_setup_that_fails_after_the_folder_was_made_removes_it(tiny_root, monk
     with pytest.raises(UserError, match="test"):
         train(tiny_cfg(tiny_root, name="rel-setup", train={"epochs": 1}))
     assert not tiny_root.joinpath(*RUNS, "rel-setup").exists()
+    with pytest.raises(UserError, match="test"):  # a loss with no runs yet: its folder goes too
+        train(tiny_cfg(tiny_root, name="rel-setup", loss={"name": "dice", "params": {"smooth": 2.0}},
+                       train={"epochs": 1}))
+    assert not (tiny_root / "runs" / "synthetic-polyp" / "dice-smooth2.0").exists()
+    assert (tiny_root / "runs" / "synthetic-polyp").is_dir()  # other runs live there
 
 
 def test_a_resume_that_changes_the_model_or_monitor_is_refused(tiny_root):
