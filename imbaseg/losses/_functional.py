@@ -138,9 +138,16 @@ def pow_exp(x: Tensor, a: float) -> Tensor:
 _CHUNK = 1 << 17  # CPU pixels per chunk: 512 KiB of float32 per temporary (the L2 of a core is ~1 MiB)
 
 
-def chunk_bounds(n: int, device: torch.device) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering ``range(n)``: chunks of ``_CHUNK`` on the CPU, one elsewhere."""
-    step = _CHUNK if device.type == "cpu" else max(n, 1)
+def on_host(t: Tensor) -> bool:
+    """True for CPU tensors, where reading a value costs nothing: the losses then take data-dependent
+    shortcuts and work in chunks. Elsewhere (a GPU) they never wait for the device and use whole-tensor
+    ops. The one switch between the two paths, so that tests can run the GPU path on a CPU."""
+    return t.device.type == "cpu"
+
+
+def chunk_bounds(n: int, host: bool) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)``: chunks of ``_CHUNK`` on the host, one elsewhere."""
+    step = _CHUNK if host else max(n, 1)
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
 
@@ -175,7 +182,8 @@ class _PixelSums(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, y, w, want_bce: bool, want_error: bool):
         zf, yf = z.reshape(-1), y.reshape(-1)
-        bounds, cpu = chunk_bounds(zf.numel(), zf.device), zf.device.type == "cpu"
+        host = on_host(zf)
+        bounds = chunk_bounds(zf.numel(), host)
         e = torch.empty_like(zf)
         parts = zf.new_empty((len(bounds), int(want_bce) + 3 * int(want_error)))
         # a ClampedWeight is made chunk by chunk into one map, kept for backward (cheaper than twice)
@@ -185,7 +193,7 @@ class _PixelSums(torch.autograd.Function):
             s = signed(zc, yc)
             torch.sigmoid(s, out=ec)
             if want_bce:  # CPU: one log1p instead of exp + log1p; GPU: one kernel instead of six
-                sp = softplus_of_signed(s, ec) if cpu else F.softplus(s)
+                sp = softplus_of_signed(s, ec) if host else F.softplus(s)
                 if made is not None:
                     torch.dot(sp, w.chunk(i, j, yc, made[i:j]), out=row[0])
                 elif w is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imbaseg.losses import _functional
 from imbaseg.losses._base import BinaryLoss
 from imbaseg.losses._functional import (
     DIMS_IMAGE,
@@ -121,7 +122,7 @@ def gaussian_weight_terms(y: Tensor, yb: Tensor | None, dist_fg: Tensor | None, 
     # On foreground g = 1 (d = 0), so min(1, b + 1) = 1 = w+ whenever P <= N: the clamped map is already
     # exact there. Knowing that needs P's value: free on a CPU, a host sync on a GPU, so there the
     # foreground is always overwritten with w+.
-    exact_fg = y.device.type == "cpu" and bool(pos <= neg)
+    exact_fg = _functional.on_host(y) and bool(pos <= neg)
     return ClampedWeight(gauss.to(dtype), base, w_pos, fix_fg=not exact_fg)
 
 

@@ -297,3 +297,39 @@ def test_softplus_from_the_sigmoid_is_within_two_ulp():
     ulp = torch.finfo(torch.float32).eps * ref.abs() + 2.0**-149  # below 1.2e-38 the spacing is fixed
     assert ((got - ref).abs() <= 2 * ulp).all()
     assert Fn.softplus_of_signed(torch.tensor([float("nan")]), torch.tensor([float("nan")])).isnan().all()
+
+
+# ------------------------------------------------------------------ the GPU path, run on the CPU
+
+
+@pytest.mark.parametrize("name", SUMS_LOSSES)
+@pytest.mark.parametrize("kind", ["random", "mixed", "full"])
+def test_the_gpu_path_on_the_cpu_equals_the_host_path(monkeypatch, name, kind):
+    """``on_host`` False takes the GPU's code (whole-tensor ops, F.softplus, the foreground always
+    overwritten with w+, 0-d tensor factors in backward) here; it must give the host path's numbers."""
+    z, y = make_batch(kind, b=4, h=14, w=17, seed=12)
+    loss = get_loss(name)
+    for extras in ({}, loader_inputs(y, getattr(loss, "distance_inputs", ()))):
+        monkeypatch.setattr(Fn, "_CHUNK", 37)  # several chunks on the host path
+        host, g_host = _loss_and_grad(loss, z, y, extras)
+        with monkeypatch.context() as m:
+            m.setattr(Fn, "on_host", lambda t: False)
+            gpu, g_gpu = _loss_and_grad(loss, z, y, extras)
+        assert gpu.item() == pytest.approx(host.item(), rel=1e-6)
+        torch.testing.assert_close(g_gpu, g_host, rtol=1e-5, atol=1e-10)
+
+
+def test_the_gpu_path_traces_into_one_graph(monkeypatch):
+    """No host reads on the GPU path: dynamo captures boundary-dou with its precomputed inputs whole, so
+    torch.compile can fuse its ~80 small ops (bench_losses --compile times that on CUDA)."""
+    import torch._dynamo as dynamo
+
+    monkeypatch.setattr(Fn, "on_host", lambda t: False)
+    z, y = make_batch("random", b=2, h=16, w=16, seed=1)
+    loss = get_loss("boundary-dou")
+    extras = loader_inputs(y, loss.distance_inputs)
+    try:
+        explained = dynamo.explain(lambda z, y, ex: loss(z, y, **ex))(z.requires_grad_(True), y, extras)
+    finally:
+        dynamo.reset()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
