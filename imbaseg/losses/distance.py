@@ -20,12 +20,13 @@ Why two backends and a precomputed path:
   taken in float64 and rounded to float32, as scipy's result is, so the backends agree bit for bit.
   (Not measured on a GPU yet: the development machine has none.)
 - **Precomputed.** The data loader calls ``distance_maps`` on each augmented mask in its worker
-  processes and hands the stacked maps to the loss as keyword extras (``dist_fg=...``): no EDT in the
-  training step at all. ``distance_maps`` runs the same scipy code as the in-forward CPU path.
+  processes and hands the stacked results to the loss as keyword extras (``dist_fg=...``, or the
+  target terms below): no EDT in the training step at all. ``distance_maps`` runs the same scipy code
+  as the in-forward CPU path.
 
 Keys (each float32 ``(H, W)`` per image):
 - ``dist_fg``: distance to the nearest foreground pixel (0 on foreground). ``EMPTY_DISTANCE`` everywhere
-  for an image without foreground, so that ``exp(-d^2 / (2 sigma^2))`` is exactly 0 there.
+  for an image without foreground, so that ``exp(-d^2 / (2 sigma^2))`` sits at its floor there.
 - ``dist_bg``: distance to the nearest background pixel (0 on background); ``EMPTY_DISTANCE`` everywhere
   for an all-foreground image.
 - ``sdf``: Kervadec's signed distance: ``dist_fg`` outside, ``-(dist_bg - 1)`` inside (0 on the inner
