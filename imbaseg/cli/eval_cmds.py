@@ -142,6 +142,12 @@ def predict(
     threshold: float = typer.Option(
         None, "--threshold", help="Probability threshold (default: the run's train.threshold)."
     ),
+    temperature: str = typer.Option(
+        None,
+        "--temperature",
+        help="Scale the probabilities by a temperature before thresholding: auto (the one evaluate "
+        "--calibrate fitted) or a number > 0. Changes masks only at thresholds other than 0.5.",
+    ),
     tta: bool = typer.Option(False, "--tta", help="Average the probabilities over flips."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision on CUDA (faster; fp32 by default)."),
@@ -173,6 +179,7 @@ def predict(
             size=size,
             force=force,
             progress=advance,
+            temperature=temperature,
             max_pixels=max_pixels,
         )
     render.prediction_results(results)

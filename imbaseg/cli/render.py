@@ -516,7 +516,8 @@ def prediction_results(results: list[dict]) -> None:
     from rich.table import Table
 
     thr = results[0]["threshold"] if results else None
-    t = Table(title=f"predictions (threshold {thr})")
+    temp = results[0].get("temperature") if results else None
+    t = Table(title=f"predictions (threshold {thr}" + (f", temperature {temp:.4g})" if temp else ")"))
     for col in ("input", "size", "foreground", "mask"):
         t.add_column(col, justify="right" if col in ("size", "foreground") else "left", overflow="fold")
     for r in results:

@@ -122,9 +122,14 @@ def predict(
     force: bool = False,
     amp: bool = False,
     progress=None,
+    temperature=None,
     max_pixels: int | None = None,
 ) -> list[dict]:
     """Segment new images with a trained run. threshold None uses the run's train.threshold.
+
+    temperature: None, a number > 0 or "auto" (the one ``evaluate --calibrate`` stored for this checkpoint,
+    ``imbaseg.evaluation.calibrate``): the mask is then ``sigmoid(logit(p) / T) >= threshold``, computed as
+    ``p >= scaled_threshold(threshold, T)`` (the same mask; at threshold 0.5 no mask changes).
 
     Returns one dict per image: input, mask, overlay (paths), height, width, fg_fraction, threshold.
     progress: called as ``progress(done, total)`` after each image. max_pixels: the largest input
@@ -132,6 +137,7 @@ def predict(
     when a check fails or when the disk fills (see the module doc).
     """
     from imbaseg.data.io import pixel_limit
+    from imbaseg.evaluation.calibrate import resolve_temperature, scaled_threshold
     from imbaseg.training.device import resolve_device
     from imbaseg.training.run_dir import load_run
 
@@ -145,9 +151,12 @@ def predict(
     run = load_run(run_dir, checkpoint, dev)
     cfg = run.config
     thr = cfg.train.threshold if threshold is None else _check_threshold(threshold)
+    temp = resolve_temperature(run_dir, temperature, checkpoint, run.checkpoint.get("epoch"))
     created = not out_dir.exists()
     try:
-        return _write_all(files, out_dir, run, size, tta, amp, dev, thr, limit, progress)
+        raw = thr if temp is None else scaled_threshold(thr, temp)
+        results = _write_all(files, out_dir, run, size, tta, amp, dev, raw, limit, progress)
+        return [{**r, "threshold": thr, "temperature": temp} for r in results]
     except BaseException:
         if created:  # a folder made here and left empty by the failure goes too
             with contextlib.suppress(OSError):

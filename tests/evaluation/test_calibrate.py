@@ -158,3 +158,30 @@ def test_calibrate_without_a_val_split_is_one_clear_error(tmp_path):
         evaluate_run(run, split="test", device="cpu", calibrate=True)
     assert not (run / "eval" / "temperature.json").exists()
 
+
+def test_predict_applies_a_given_or_the_stored_temperature(run_copy, tiny_project, tmp_path):
+    from eval_helpers import DATASET
+
+    from imbaseg.data.io import read_image, read_mask
+    from imbaseg.evaluation.evaluate import evaluate_run
+    from imbaseg.evaluation.inference import Predictor, plan_for
+    from imbaseg.evaluation.predict import predict
+
+    root, cfg = tiny_project["root"], tiny_project["cfg"]
+    image = root / "data" / "prepared" / DATASET / "images" / "img09.png"
+    probs = Predictor(tiny_project["model"], plan_for(cfg), device="cpu").probs(read_image(image))
+    res = predict(run_copy, [image], tmp_path / "a", device="cpu", threshold=0.3, temperature="2.5")
+    assert res[0]["temperature"] == 2.5 and res[0]["threshold"] == 0.3
+    got = read_mask(res[0]["mask"]) > 0
+    want = apply_temperature(probs, 2.5) >= 0.3  # independent: scale, then threshold
+    assert got.any() and np.count_nonzero(got != want) <= 2  # float32 rounding right at the threshold
+    assert np.count_nonzero(got != (probs >= 0.3)) > 0  # the temperature changed the mask at 0.3
+    with pytest.raises(UserError, match="--calibrate first"):
+        predict(run_copy, [image], tmp_path / "b", device="cpu", temperature="auto")
+    assert not (tmp_path / "b").exists()
+    evaluate_run(run_copy, split="val", device="cpu", calibrate=True)
+    t = read_temperature(run_copy)["temperature"]
+    res = predict(run_copy, [image], tmp_path / "c", device="cpu", threshold=0.3, temperature="auto")
+    assert res[0]["temperature"] == t
+    with pytest.raises(UserError, match=r"fitted for checkpoint best \(epoch 7\), not last"):
+        predict(run_copy, [image], tmp_path / "d", device="cpu", checkpoint="last", temperature="auto")
