@@ -5,6 +5,7 @@
 - ``imbaseg.evaluation.evaluate``: ``evaluate_run(run_dir, split="test", ...)`` writes
   ``RUN_DIR/eval/<split>/``; ``evaluate_runs([...], out=...)`` evaluates several and compares them.
 - ``imbaseg.evaluation.threshold``: ``parse_threshold`` and the Dice-optimal threshold search.
+- ``imbaseg.evaluation.calibrate``: temperature scaling (fit on val, ``eval/temperature.json``).
 - ``imbaseg.evaluation.report``: the writer and the reader of ``per_image.csv`` and ``summary.json``.
 - ``imbaseg.evaluation.comparison``: comparing evaluated runs (labels, statistics, comparison.csv/.md).
 - ``imbaseg.evaluation.predict``: ``predict(run_dir, inputs, out_dir, ...)`` for new images without masks.

@@ -132,22 +132,7 @@ def evaluate_split(
         pred = probs >= threshold
         if fov is not None:
             pred &= fov
-        row = {
-            "id": item_id,
-            "height": mask.shape[0],
-            "width": mask.shape[1],
-            "fg_fraction": float(mask.mean()),
-            "empty_case": empty_case(pred, mask, fov),
-        }
-        values, match, calib = measure(pred, mask, fov, probs=probs, **opts.metric_options())
-        res.rows.append({**row, **values})
-        res.areas.append(match.target_areas)
-        res.detected.append(match.target_detected)
-        res.calibration += calib
-        if temperature is not None:
-            scaled = calibration_counts(apply_temperature(probs, temperature), mask, fov)
-            res.scaled = scaled if res.scaled is None else res.scaled + scaled
-            res.scaled_rows.append({"ece": scaled.ece(), "brier": scaled.brier()})
+        _add_image(res, item_id, pred, probs, mask, fov, opts, temperature)
         write_png(predictions / f"{item_id}.png", pred)
         if probabilities is not None:
             np.save(probabilities / f"{item_id}.npy", probs.astype(np.float16))
@@ -159,6 +144,27 @@ def evaluate_split(
         r["size_bin"] = bins.assign(r["fg_fraction"])
     res.aucs, res.bins = _aucs(pool), bins
     return res
+
+
+def _add_image(res: SplitResult, item_id: str, pred, probs, mask, fov, opts: _Options, temperature) -> None:
+    """Measure one image into ``res``: its row, its target components, its calibration counts (and those
+    of the probabilities scaled by ``temperature``)."""
+    row = {
+        "id": item_id,
+        "height": mask.shape[0],
+        "width": mask.shape[1],
+        "fg_fraction": float(mask.mean()),
+        "empty_case": empty_case(pred, mask, fov),
+    }
+    values, match, calib = measure(pred, mask, fov, probs=probs, **opts.metric_options())
+    res.rows.append({**row, **values})
+    res.areas.append(match.target_areas)
+    res.detected.append(match.target_detected)
+    res.calibration += calib
+    if temperature is not None:
+        scaled = calibration_counts(apply_temperature(probs, temperature), mask, fov)
+        res.scaled = scaled if res.scaled is None else res.scaled + scaled
+        res.scaled_rows.append({"ece": scaled.ece(), "brier": scaled.brier()})
 
 
 # ----------------------------------------------------------------------------- evaluate_run

@@ -264,7 +264,7 @@ def lesion_section(rows: list[dict], areas, detected, overlap: float, min_compon
         **{k.removeprefix("lesion_"): (None if np.isnan(v) else v) for k, v in rates.items()},
         "recall_undefined_images": int(sum(1 for r in rows if np.isnan(r["lesion_recall"]))),
         "by_area": {
-            "rule": "tertiles of the split's target component areas (pixels inside the FOV)",
+            "rule": "tertiles of the split's target component areas (pixels inside the FOV, if any)",
             "thresholds": None if thresholds is None else list(thresholds),
             "classes": recall_by_area(areas, detected, thresholds),
         },
@@ -286,12 +286,13 @@ def _row_md(name: str, a: dict) -> str:
 
 def _lesion_md(le: dict) -> list[str]:
     small = f"; components under {le['min_component']} px ignored" if le["min_component"] else ""
+    k = le["recall_undefined_images"]
+    undefined = f" {k} image(s) without a target but with a prediction have no per-image recall." if k else ""
     lines = [
         "## Lesion-wise detection",
         "",
-        f"8-connected components inside the FOV; a target is detected by {le['rule']}{small}. Summed "
-        f"over the split ({le['recall_undefined_images']} image(s) without target but with a prediction "
-        "have no per-image recall).",
+        f"8-connected components (inside the FOV, if any); a target is detected by {le['rule']}{small}. "
+        f"Summed over the split.{undefined}",
         "",
         "| targets | detected | missed | predicted | false positives | recall | precision | F1 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
