@@ -315,7 +315,7 @@ def make_figures(
             shown = budget.epochs if study else epochs_for(name, budget.epochs)
             say(f"training {loss} on {name} ({shown or 'the preset'} epochs, {profile} profile)")
             rec = train_one(name, loss, work, budget.epochs, fresh, None, profile, device)
-            evaluate_one(rec, work, "cpu" if device == "cpu" else device)
+            evaluate_one(rec, work, device)
             runs[(name, loss)] = rec
             say(
                 f"  {rec.run_dir}: {rec.train_s:.0f} s training{' (reused)' if rec.reused else ''}, "
