@@ -81,6 +81,9 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels and loaders, for bit-exact resume
     log_interval: int = 20  # steps between host syncs of the running loss (and the NaN check)
     max_train_batches: int | None = None  # cap per epoch, for smoke runs; None uses the whole split
+    trackers: list[str] = field(default_factory=list)  # "tensorboard", "mlflow" (extras); [] = none
+    image_grid_every: int = 5  # epochs between TensorBoard's validation image grids: one forward of 4 val
+    # images (negligible), but each grid is ~100 KB of event file at 512x512; 0 = none
 
 
 @dataclass
@@ -180,6 +183,7 @@ NUMBERS: dict[str, Range] = {
     "train.threshold": Range(0, 1, lo_open=True, hi_open=True),
     "train.log_interval": Range(1),
     "train.max_train_batches": Range(1, null=True),  # 0 batches would train on nothing
+    "train.image_grid_every": Range(0),  # 0 = no image grid
 }
 
 # Numbers given as command-line flags that never pass through a config, checked the same way.
@@ -337,7 +341,17 @@ def validate(cfg: Config) -> Config:
         )
     if cfg.data.in_channels not in (1, 3):
         raise UserError(f"config key 'data.in_channels' must be 1 or 3, got {cfg.data.in_channels}")
+    # the trackers' registry lives with them (training imports config, so not at the top)
+    from imbaseg.training.trackers import check_trackers
+
+    check_trackers(cfg.train.trackers)
     return cfg
+
+
+def add_trackers(cfg: Config, names) -> Config:
+    """``cfg`` with ``names`` (``--tracker``, repeatable) added to ``train.trackers`` once each, validated."""
+    cfg.train.trackers = list(dict.fromkeys([*cfg.train.trackers, *names]))
+    return validate(cfg)
 
 
 def from_dict(data: dict[str, Any]) -> Config:

@@ -102,6 +102,8 @@ def evaluate(
 
     if out is not None and len(run_dirs) == 1:
         console.print("[dim]--out is used only when several runs are compared[/]")
+    if metric and len(run_dirs) == 1:
+        console.print("[dim]--metric is used only when several runs are compared[/]")
     with render.stage_progress() as progress:
         result = evaluate_runs(
             run_dirs,
@@ -126,6 +128,7 @@ def evaluate(
         )
     for summary in result["runs"]:
         render.evaluation_summary(summary)
+        render.tracking_note(summary.get("tracking"), summary["split"])
     if result["comparison"] is not None:
         render.comparison_tables(result["comparison"], **render.comparison_columns(metric))
         csv_path, md_path = result["files"]
@@ -133,7 +136,11 @@ def evaluate(
 
 
 def predict(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of imbaseg train."),
+    run_dir: Path = typer.Argument(
+        ...,
+        metavar="RUN_DIR|MODEL",
+        help="Run folder of imbaseg train, or a model file of imbaseg export (.onnx, .pt).",
+    ),
     inputs: list[Path] = typer.Argument(
         ..., metavar="INPUT...", help="Image files (PNG, JPG, TIFF) or folders."
     ),

@@ -43,6 +43,7 @@ COMMANDS = [
     ("train", "imbaseg.cli.train_cmd", "train"),
     ("evaluate", "imbaseg.cli.eval_cmds", "evaluate"),
     ("predict", "imbaseg.cli.eval_cmds", "predict"),
+    ("export", "imbaseg.cli.export_cmd", "export"),
     ("visualize-weights", "imbaseg.cli.viz_cmds", "visualize_weights"),
     ("compare", "imbaseg.cli.viz_cmds", "compare"),
 ]

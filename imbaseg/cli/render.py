@@ -526,6 +526,32 @@ def prediction_results(results: list[dict]) -> None:
     console.print(t)
 
 
+def tracking_note(tracking: dict | None, split: str) -> None:
+    """What ``evaluate`` logged to a tracked run's MLflow run (nothing for an untracked run)."""
+    if not tracking:
+        return
+    if "warning" in tracking:
+        console.print(f"[yellow]warning:[/] {tracking['warning']}", highlight=False, soft_wrap=True)
+    else:
+        n, run = tracking["metrics"], tracking["mlflow"]
+        console.print(f"[dim]logged {n} {split} metrics to MLflow run {run}[/]", highlight=False)
+
+
+def export_result(r: dict) -> None:
+    """``export``'s result: the file, what goes in and out, what is inside, the sidecar."""
+    size = r["training_size"]
+    inside = (f"resize to {size[0]}x{size[1]} and back, " if size else "") + "per-image z-score, padding, "
+    inside += (f"threshold {r['threshold']}" if r["output"]["name"] == "mask" else "probabilities")
+    if r.get("temperature"):
+        inside += f", temperature {r['temperature']:.4g}"
+    opset = f", opset {r['opset']}" if r.get("opset") else ""
+    console.print(f"wrote {r['file']} ({r['format']}{opset}): {r['input']['dtype']} (N, H, W, 3) -> "
+                  f"{r['output']['dtype']} (N, H, W) {r['output']['name']}", highlight=False, soft_wrap=True)
+    console.print(f"[dim]inside: {inside}; {r['loss']} on {r['dataset']}, checkpoint "
+                  f"{r['checkpoint']['which']} (epoch {r['checkpoint']['epoch']}); sidecar {r['sidecar']}[/]",
+                  highlight=False, soft_wrap=True)
+
+
 def study_report(result) -> None:
     """``imbaseg study report``'s result: the Markdown table as written to table.md, what was left out
     (yellow), and the folder with its files."""

@@ -53,6 +53,10 @@ def train(
     set_: list[str] = typer.Option(
         [], "--set", help="Any config key: --set train.early_stopping=5 (repeatable)."
     ),
+    tracker: list[str] = typer.Option(
+        [], "--tracker", help="Also log to tensorboard (RUN_DIR/tensorboard/) or mlflow (mlflow.db in the "
+        "project root, or $MLFLOW_TRACKING_URI); repeatable; adds to train.trackers."
+    ),
     progress: bool = typer.Option(
         None, "--progress/--no-progress", help="Live progress bars (default: on a terminal)."
     ),
@@ -88,6 +92,10 @@ def train(
 
         base = RunDir(resume).config().to_dict()
     cfg, preset = resolve_config(config, dataset, loss, loss_param, set_, flags, base=base)
+    if tracker:
+        from imbaseg.config import add_trackers
+
+        cfg = add_trackers(cfg, tracker)
     if print_config:
         from imbaseg.config import dump_config
 

@@ -363,7 +363,11 @@ def evaluate_run(
     else:
         thr = opts.threshold
     fit = _fit_temperature(run, opts, prepared, predictor, progress) if opts.calibrate else None
-    return _run_split(run, data, opts, thr, search, predictor, progress, fit)
+    summary = _run_split(run, data, opts, thr, search, predictor, progress, fit)
+    from imbaseg.training.trackers import log_evaluation
+
+    summary["tracking"] = log_evaluation(run.run_dir, summary)  # a tracked run's MLflow run gets the means
+    return summary
 
 
 def _val_split(prepared: Path, in_channels: int, flag: str, fix: str) -> SplitData:

@@ -9,6 +9,10 @@ Nothing is written unless everything can be: every input is decoded in full befo
 truncated JPEG fails there, which Pillow's ``verify`` would pass; an image above the pixel limit is a
 bad input too, see ``imbaseg.data.io``), and the outputs are written into a hidden staging folder inside
 ``--out`` that is moved into place only when every file is complete (a full disk: one line, no file).
+
+Instead of a run folder, ``run_dir`` may be a model file written by ``imbaseg export`` (``.onnx``, run
+by onnxruntime, or TorchScript ``.pt``): the graph holds the preprocessing and the threshold
+(``imbaseg.evaluation.export``), so predict only reads the images and writes what the graph returns.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ def predict(
 ) -> list[dict]:
     """Segment new images with a trained run. threshold None uses the run's train.threshold.
 
+    run_dir: a run folder, or a model file from ``imbaseg export`` (.onnx, .pt; see the module doc: then
+    checkpoint is not used, and tta, size, amp and temperature are refused).
+
     temperature: None, a number > 0 or "auto" (the one ``evaluate --calibrate`` stored for this checkpoint,
     ``imbaseg.evaluation.calibrate``): the mask is then ``sigmoid(logit(p) / T) >= threshold``, computed as
     ``p >= scaled_threshold(threshold, T)`` (the same mask; at threshold 0.5 no mask changes).
@@ -137,9 +144,7 @@ def predict(
     when a check fails or when the disk fills (see the module doc).
     """
     from imbaseg.data.io import pixel_limit
-    from imbaseg.evaluation.calibrate import resolve_temperature, scaled_threshold
-    from imbaseg.training.device import resolve_device
-    from imbaseg.training.run_dir import load_run
+    from imbaseg.evaluation.export import is_exported
 
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)
@@ -147,15 +152,13 @@ def predict(
     limit = pixel_limit(max_pixels)
     for f in files:
         read_input(f, limit)  # a full decode: nothing is written when one input is bad
-    dev = resolve_device(device)
-    run = load_run(run_dir, checkpoint, dev)
-    cfg = run.config
-    thr = cfg.train.threshold if threshold is None else _check_threshold(threshold)
-    temp = resolve_temperature(run_dir, temperature, checkpoint, run.checkpoint.get("epoch"))
+    if is_exported(run_dir):
+        mask_of, thr, temp = _exported_masks(run_dir, device, threshold, temperature, tta, size, amp)
+    else:
+        mask_of, thr, temp = _run_masks(run_dir, checkpoint, device, threshold, temperature, tta, size, amp)
     created = not out_dir.exists()
     try:
-        raw = thr if temp is None else scaled_threshold(thr, temp)
-        results = _write_all(files, out_dir, run, size, tta, amp, dev, raw, limit, progress)
+        results = _write_all(files, out_dir, mask_of, limit, progress)
         return [{**r, "threshold": thr, "temperature": temp} for r in results]
     except BaseException:
         if created:  # a folder made here and left empty by the failure goes too
@@ -164,20 +167,57 @@ def predict(
         raise
 
 
-def _write_all(files, out_dir: Path, run, size, tta, amp, dev, thr, limit, progress) -> list[dict]:
-    """Predict every file into a staging folder in ``out_dir``; move the files into place at the end."""
+def _run_masks(run_dir, checkpoint, device, threshold, temperature, tta, size, amp):
+    """``(mask_of, threshold, temperature)`` of a run folder: ``mask_of(image)`` -> (H, W) bool."""
     from imbaseg.data.dataset import to_channels
-    from imbaseg.data.io import encode_png
+    from imbaseg.evaluation.calibrate import resolve_temperature, scaled_threshold
     from imbaseg.evaluation.inference import Predictor, plan_for
+    from imbaseg.training.device import resolve_device
+    from imbaseg.training.run_dir import load_run
+
+    dev = resolve_device(device)
+    run = load_run(run_dir, checkpoint, dev)
+    cfg = run.config
+    thr = cfg.train.threshold if threshold is None else _check_threshold(threshold)
+    temp = resolve_temperature(run_dir, temperature, checkpoint, run.checkpoint.get("epoch"))
+    raw = thr if temp is None else scaled_threshold(thr, temp)
+    predictor = Predictor(run.model, plan_for(cfg, size), tta=tta, amp=amp, device=dev)
+    return (lambda image: predictor.probs(to_channels(image, cfg.data.in_channels)) >= raw), thr, temp
+
+
+def _exported_masks(path, device, threshold, temperature, tta, size, amp):
+    """``(mask_of, threshold, temperature)`` of a model file from ``imbaseg export``. The graph holds the
+    preprocessing, the threshold and any temperature; only a probabilities export takes --threshold."""
+    from imbaseg.data.dataset import to_channels
+    from imbaseg.evaluation.export import ExportedModel
+
+    given = [flag for flag, on in (("--tta", tta), ("--size native", size != "train"), ("--amp", amp),
+                                   ("--temperature", temperature is not None)) if on]
+    if given:
+        raise UserError(f"{' and '.join(given)} apply to a run folder; {path} runs as it was exported "
+                        "(export again with imbaseg export --temperature, or predict with the run folder)")
+    model = ExportedModel(path, device)
+    info = model.info
+    if not model.probabilities:
+        if threshold is not None:
+            raise UserError(f"{path} was exported with its threshold {info['threshold']} inside; export it "
+                            "with --probabilities to choose the threshold here")
+        return (lambda image: model.run(to_channels(image, 3)[None])[0] > 127), info["threshold"], \
+            info.get("temperature")
+    thr = info["threshold"] if threshold is None else _check_threshold(threshold)
+    return (lambda image: model.run(to_channels(image, 3)[None])[0] >= thr), thr, info.get("temperature")
+
+
+def _write_all(files, out_dir: Path, mask_of, limit, progress) -> list[dict]:
+    """Predict every file into a staging folder in ``out_dir``; move the files into place at the end."""
+    from imbaseg.data.io import encode_png
     from imbaseg.paths import staged_files
 
-    cfg = run.config
-    predictor = Predictor(run.model, plan_for(cfg, size), tta=tta, amp=amp, device=dev)
     results = []
     with staged_files(out_dir) as stage:
         for k, f in enumerate(files):
             image = read_input(f, limit)
-            mask = predictor.probs(to_channels(image, cfg.data.in_channels)) >= thr
+            mask = mask_of(image)
             mask_path, overlay_path = output_paths(f, out_dir)
             (stage / mask_path.name).write_bytes(encode_png(mask.astype(np.uint8) * 255))
             (stage / overlay_path.name).write_bytes(encode_png(overlay(image, mask)))
@@ -188,7 +228,6 @@ def _write_all(files, out_dir: Path, run, size, tta, amp, dev, thr, limit, progr
                 "height": int(mask.shape[0]),
                 "width": int(mask.shape[1]),
                 "fg_fraction": float(mask.mean()),
-                "threshold": thr,
             })
             if progress:
                 progress(k + 1, len(files))
@@ -201,6 +240,7 @@ def _check_threshold(t) -> float:
 
     value = parse_threshold(t)
     if value == "auto":
-        raise UserError("bad --threshold auto for predict: give a number between 0 and 1 "
-                        "(auto needs validation masks)")
+        raise UserError(
+            "bad --threshold auto for predict: give a number between 0 and 1 (auto needs validation masks)"
+        )
     return value

@@ -7,6 +7,8 @@
         checkpoints/{best,last}.pt
         eval/<split>/{per_image.csv, summary.json, summary.md, reliability.png, predictions/, probabilities/}
         eval/temperature.json
+        tensorboard/  tracking.json               (train.trackers)
+        export/<checkpoint>.{onnx,pt}[.json]      (imbaseg export; .json: the sidecar)
 
 ``RunDir(path)`` names every file; everything else asks it. A run's config is ``RunDir.config()``
 (``config.yaml``; the copy inside the checkpoint is the fallback when the YAML is gone).
@@ -155,6 +157,23 @@ class RunDir:
         """``eval/temperature.json`` (``evaluate --calibrate``): beside the split folders, since a new
         evaluation of a split replaces ``eval/<split>/`` whole."""
         return self.path / "eval" / "temperature.json"
+
+    # -- tracking and export
+    @property
+    def tensorboard_dir(self) -> Path:
+        """``tensorboard/``: the event files of ``train.trackers: [tensorboard]`` (a resume appends)."""
+        return self.path / "tensorboard"
+
+    @property
+    def tracking_file(self) -> Path:
+        """``tracking.json``: what the trackers logged to (the MLflow run id), so that a resume and
+        ``evaluate`` continue the same run (``imbaseg.training.trackers``)."""
+        return self.path / "tracking.json"
+
+    def export_file(self, which: str, suffix: str) -> Path:
+        """``export/<which><suffix>``: ``imbaseg export``'s default file (``.onnx``, ``.pt``)."""
+        self.checkpoint_file(which)  # the same check of the name
+        return self.path / "export" / f"{which}{suffix}"
 
     def evaluated(self, split: str) -> bool:
         """True when ``eval/<split>/per_image.csv`` exists (an evaluation is swapped in whole)."""

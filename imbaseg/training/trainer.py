@@ -103,12 +103,17 @@ class TrainerCallbacks:
     - ``on_message(text, level)``: a notice, ``level`` "info" or "warning" (compile fallback, early
       stopping, a stop signal and the resume command, changed keys on resume, a repaired best.pt, a
       lock taken over); each also goes to train.log.
+    - ``on_end(stopped)``: the run is over: "completed", "early_stopping", "interrupted" (its files are
+      written), "aborted" (a second signal) or "failed" (an error follows).
+
+    ``train.trackers`` (TensorBoard, MLflow) are consumers of these hooks too: ``imbaseg.training.trackers``.
     """
 
     on_start: Callable[[Path, int, int, int], None] | None = None
     on_batch: Callable[[int, int, int, float | None, float], None] | None = None
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None
     on_message: Callable[[str, str], None] | None = None
+    on_end: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -329,6 +334,10 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.main = self.rank == 0
         self.state = _State()
+        if self.main:  # train.trackers wrap the callbacks (UserError now for a tracker not installed)
+            from imbaseg.training.trackers import attach
+
+            self.callbacks = attach(cfg, callbacks, self.preview, lambda: self.state.history, self._say)
         self.stop_requested, self.stop_signal = False, None
         self.signal_times: list[float] = []  # when this process received stop signals
         self.notes: list[tuple[str, str]] = []  # setup messages, said (and logged) when fit() starts
@@ -753,6 +762,25 @@ class Trainer:
         n = max(sums[2].item(), 1.0)
         return {"val_loss": sums[0].item() / n, "val_dice": sums[1].item() / n}
 
+    @torch.no_grad()
+    def preview(self, n: int | None = None) -> list[dict[str, Any]]:
+        """The first ``n`` (default ``trackers.GRID_IMAGES``) validation images at the training size with
+        this model's masks, as validate thresholds them: dicts of image (H, W, C) uint8, mask, fov and pred
+        (H, W) bool. For the trackers' image grid (rank 0; the model's train/eval mode is kept)."""
+        from imbaseg.training.trackers import GRID_IMAGES
+
+        ds, was = self.val_dl.dataset, self.model.training
+        self.model.eval()
+        try:
+            out = []
+            for i in range(min(GRID_IMAGES if n is None else n, len(ds))):
+                x = ds[i]["image"][None].to(self.device)
+                with self._autocast():
+                    prob = torch.sigmoid(self.model(x).float())[0, 0]
+                out.append({**ds.raw(i), "pred": (prob > self.cfg.train.threshold).cpu().numpy()})
+            return out
+        finally:
+            self.model.train(was)
 
     # -- bookkeeping
 
@@ -844,11 +872,15 @@ class Trainer:
                               "the last state written. Continue with imbaseg train --resume "
                               f"{_quote(self.run_dir)}", "warning")
                     self._status(state="interrupted", stopped="aborted", signal=name)
+                with contextlib.suppress(Exception):
+                    self._emit("on_end", "aborted")
                 raise
             except BaseException as exc:
                 with contextlib.suppress(Exception):  # never hide the error itself
                     self.log.error("failed: %s: %s", exc.__class__.__name__, exc)
                     self._status(state="failed", stopped="failed", error=f"{exc.__class__.__name__}: {exc}")
+                with contextlib.suppress(Exception):
+                    self._emit("on_end", "failed")
                 raise
             finally:
                 self._close()
@@ -896,6 +928,7 @@ class Trainer:
         state = "interrupted" if stopped == "interrupted" else "finished"
         sig = signal.Signals(self.stop_signal).name if stopped == "interrupted" and self.stop_signal else None
         self._status(state=state, stopped=stopped, signal=sig)
+        self._emit("on_end", stopped)
 
     def _epochs(self) -> str:
         """The epoch loop; returns how it stopped: completed, early_stopping or interrupted."""

@@ -12,7 +12,7 @@ from imbaseg import __version__
 from imbaseg.cli.main import app
 
 runner = CliRunner()
-COMMANDS = ["download", "prepare", "train", "evaluate", "predict", "visualize-weights", "compare"]
+COMMANDS = ["download", "prepare", "train", "evaluate", "predict", "export", "visualize-weights", "compare"]
 
 
 def test_help_lists_every_command():
