@@ -144,9 +144,10 @@ def test_cli_flags_reach_the_summary_and_the_terminal(run_copy):
     r = runner.invoke(
         app,
         ["evaluate", str(run_copy), "--device", "cpu", "--lesion-overlap", "0.5", "--min-component", "3",
-         "--size-bins", "0.07", "--calibrate"],
+         "--size-bins", "0.07", "--calibrate", "--metric", "ece"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    assert "--metric is used only when several runs are compared" in r.output
     s = json.loads((run_copy / "eval" / "test" / "summary.json").read_text())
     assert (s["lesion"]["overlap"], s["lesion"]["min_component"]) == (0.5, 3)
     assert s["by_size"]["edges"] == [0.0, 0.07, 1.0] and s["calibration"]["temperature"]["fitted_on"] == "val"
@@ -176,6 +177,19 @@ def test_evaluate_several_runs_compares_chosen_metrics_per_size_bin(tiny_project
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "### By object size" in md and "### Lesion recall by component area" in md
     assert "| run | Lesion F1 | ECE |" in md  # the chosen metrics, readable titles
+    # imbaseg compare --metric: the same choice for the figure's tables and the terminal
+    from imbaseg.cli import viz_cmds
+
+    viz = typer.Typer()
+    viz.command("compare", **viz_cmds.compare.typer_command_kwargs)(user_errors(viz_cmds.compare))
+    viz.command("other")(lambda: None)
+    out = tmp_path / "fig" / "ab.png"
+    r = runner.invoke(viz, ["compare", str(a), str(b), "--metric", "ece", "lesion_fp", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "p Holm (ece)" in r.output and "FP components" in r.output
+    assert {row["metric"] for row in rows_of(out.with_name("ab_comparison.csv"))} == {"ece", "lesion_fp"}
+    r = runner.invoke(viz, ["compare", str(a), str(b), "--metric", "eec", "--out", str(out)])
+    assert r.exit_code == 2 and "Did you mean 'ece'" in r.stderr
 
 
 # ----------------------------------------------------------------------------- the comparison layer
