@@ -30,6 +30,9 @@ whole process group) and reported, and the next part starts:
               --compile: seconds per epoch, images/s, losses, validation Dice, peak memory
   losses-cpu  bench_losses.py on ONE CPU thread (process CPU time) for the study's losses: the CPU
               ratios measured on a quiet machine
+  export      bench_export.py on CUDA: `imbaseg export`'s graphs (U-Net base 64, resized and native) against
+              predict on the run folder: agreement and s/image (onnxruntime on the CPU without its CUDA
+              provider)
   figures     (--with-figures) make_figures --profile study with the time left (--figures-epochs caps)
 Without a GPU it stops at once: a message, exit code 2, nothing written. Exit 0 once the report is
 written (a failed part is in the report, not in the exit code); 1 if the check itself breaks.
@@ -279,6 +282,8 @@ def plan(args, work: Path, py: str) -> list[Part]:
              [py, "tests/benchmarks/bench_losses.py", "--device", "cpu", "--threads", "1", "--cpu-clock",
               "--losses", "bce,dynamit-batch,boundary-gaussian,dou,boundary-dou",
               "--json", str(work / "losses-cpu.json")], parse_losses_json("losses-cpu.json")),
+        Part("export", "bench_export.py on CUDA: exported U-Net base 64 (TorchScript, onnxruntime)",
+             90, [py, "tests/benchmarks/bench_export.py", "--device", "cuda", "--rounds", "3"], parse_train),
     ]
     if args.with_figures:
         parts.append(Part("figures", "make_figures --profile study, with the time left", 600,

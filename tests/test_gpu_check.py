@@ -205,7 +205,7 @@ def test_the_plan_and_the_data_it_finds(gc, tmp_path, monkeypatch):
     (data / "DRIVE").mkdir(parents=True)
     args = SimpleNamespace(data=str(data), with_figures=False, figures_epochs=5)
     parts = gc.plan(args, tmp_path / "work", "python3")
-    names = ["env", "cuda-tests", "losses", "inference", "train", "drive", "losses-cpu"]
+    names = ["env", "cuda-tests", "losses", "inference", "train", "drive", "losses-cpu", "export"]
     assert [p.name for p in parts] == names
     drive = next(p for p in parts if p.name == "drive")
     assert drive.argv[:2] == ["python3", str(SCRIPT)] and drive.argv[-2:] == ["--data", str(data.resolve())]

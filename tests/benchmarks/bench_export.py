@@ -2,8 +2,8 @@
 
     python tests/benchmarks/bench_export.py            # U-Net base 64, CVC preset (288x384) and native size
     python tests/benchmarks/bench_export.py --quick    # base 8, one round (a smoke run)
-    python tests/benchmarks/bench_export.py --device cuda   # TorchScript (and onnxruntime's CUDA provider,
-                                                            # when installed) on the GPU
+    python tests/benchmarks/bench_export.py --device cuda   # on the GPU: TorchScript, and onnxruntime with
+                                                            # its CUDA provider when installed (else CPU)
 
 A run folder is made with fresh (seeded) weights: agreement and speed do not depend on training, and
 untrained probabilities sit near 0.5, the hardest case for "identical masks". For each plan (resized to
@@ -43,6 +43,26 @@ def images() -> dict[str, np.ndarray]:
             for h, w in [(584, 565), (288, 384), (333, 517)]}
 
 
+def has_onnx() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def load(path, fmt: str, device: str):
+    """The exported model on ``device``; onnxruntime without its CUDA provider falls back to the CPU."""
+    from imbaseg.errors import UserError
+    from imbaseg.evaluation.export import ExportedModel
+
+    if fmt == "torchscript":
+        return ExportedModel(path, device), f"torch {device}"
+    try:
+        return ExportedModel(path, device), f"onnxruntime {device}"
+    except UserError as exc:
+        print(f"# onnxruntime on {device}: {exc}; timed on the CPU instead")
+        return ExportedModel(path, "cpu"), "onnxruntime cpu"
+
+
 def make_run(folder: Path, base: int, size) -> tuple[Path, object, torch.nn.Module]:
     from imbaseg.config import from_dict, save_config
     from imbaseg.training.run_dir import build_model, save_checkpoint
@@ -65,7 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
     from imbaseg.data.dataset import to_channels
-    from imbaseg.evaluation.export import ExportedModel, export_run
+    from imbaseg.evaluation.export import export_run
     from imbaseg.evaluation.inference import Predictor, plan_for
 
     base, rounds = (8, 1) if args.quick else (64, args.rounds)
@@ -80,15 +100,17 @@ def main(argv=None) -> int:
             run, cfg, model = make_run(Path(tmp) / plan_name.split()[0], base, size)
             predictor = Predictor(model, plan_for(cfg), device=dev)
             refs = {k: predictor.probs(to_channels(v, 3)) for k, v in imgs.items()}
-            paths = {"predict (run folder)": lambda a, pr=predictor: pr.probs(a)}
+            paths = {f"predict (run folder, {dev.type})": lambda a, pr=predictor: pr.probs(a)}
             rows = {}
             for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+                if fmt == "onnx" and not has_onnx():
+                    print(f"# onnx: onnx or onnxruntime is not installed here; {plan_name} has no onnx row")
+                    continue
                 t0 = time.perf_counter()
                 info = export_run(run, fmt, out=run / f"m{suffix}", probabilities=True)
-                model_file = ExportedModel(info["file"], args.device)
                 rows[fmt] = time.perf_counter() - t0
-                paths[f"{fmt} ({'onnxruntime' if fmt == 'onnx' else 'torch'})"] = \
-                    lambda a, m=model_file: m.run(a[None])[0]
+                model_file, where = load(info["file"], fmt, args.device)
+                paths[f"{fmt} ({where})"] = lambda a, m=model_file: m.run(a[None])[0]
             times: dict[str, dict[str, list]] = {k: {n: [] for n in imgs} for k in paths}
             worst, differ, far = {}, {}, {}
             for _ in range(rounds):
