@@ -333,6 +333,28 @@ def test_failing_trackers_warn_once_and_the_run_finishes(tiny_root, tmp_path, mo
     assert [e.step for e in events(result.run_dir).Scalars("val_loss")] == [1]
 
 
+def test_a_run_stopped_by_sigterm_is_killed_in_mlflow(tiny_root, tmp_path, mlflow_template):
+    """A real SIGTERM to this process in epoch 2: the run saves and stops; its MLflow run gets the artifacts
+    so far and the status KILLED (FINISHED once resumed to the end)."""
+    root = new_root(tiny_root, tmp_path, mlflow_template)
+
+    def sigterm_in_epoch_2(epoch, done, total, loss, rate):
+        if (epoch, done) == (2, 1):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = tiny_cfg(root, name="stopped", train={"epochs": 2, "trackers": ["mlflow"]})
+    result = train(cfg, callbacks=TrainerCallbacks(on_batch=sigterm_in_epoch_2))
+    assert result.stopped == "interrupted" and result.signal == signal.SIGTERM
+    state = json.loads((result.run_dir / "tracking.json").read_text())["mlflow"]
+    c = client(root)
+    assert c.get_run(state["run_id"]).info.status == "KILLED" and state["epoch"] == 1
+    names = {a.path for a in c.list_artifacts(state["run_id"])}
+    assert names == {"config.yaml", "history.png", "checkpoints"}
+    train(cfg, resume=result.run_dir)
+    assert c.get_run(state["run_id"]).info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(state["run_id"], "val_loss")] == [1, 2]
+
+
 @pytest.mark.slow
 def test_under_torchrun_rank_0_alone_tracks(tiny_root, tmp_path, mlflow_template):
     root = new_root(tiny_root, tmp_path, mlflow_template)
