@@ -106,7 +106,7 @@ def near_ties(image: np.ndarray, size) -> int:
 
     if size is None:
         return 0
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()
     r = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
     return int(((r - r.floor() - 0.5).abs() < 1e-4).sum())
 
