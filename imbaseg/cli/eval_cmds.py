@@ -104,8 +104,6 @@ def evaluate(
         console.print("[dim]--out is used only when several runs are compared[/]")
     if metric and len(run_dirs) == 1:
         console.print("[dim]--metric is used only when several runs are compared[/]")
-    if metric and len(run_dirs) == 1:
-        console.print("[dim]--metric is used only when several runs are compared[/]")
     with render.stage_progress() as progress:
         result = evaluate_runs(
             run_dirs,
