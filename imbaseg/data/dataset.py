@@ -412,5 +412,5 @@ def _distance_tensors(mask: np.ndarray, keys: tuple[str, ...]) -> dict[str, torc
     """{key: (1, ...)} from ``imbaseg.losses.distance_maps`` on a bool (H, W) mask, in its dtypes."""
     from imbaseg.losses import distance_maps
 
-    maps = distance_maps(mask, keys)
-    return {k: torch.from_numpy(np.ascontiguousarray(maps[k]))[None] for k in keys}  # float32 maps, int64 counts
+    maps = distance_maps(mask, keys)  # float32 maps, int64 counts
+    return {k: torch.from_numpy(np.ascontiguousarray(maps[k]))[None] for k in keys}

@@ -76,7 +76,8 @@ def test_empty_mask_rows_of_the_spec(case, has_pred, has_gt, expected, conventio
     m = compute_metrics(pred, gt, hd_convention=convention)
     assert empty_case(pred, gt) == case
     assert m == pytest.approx(m | expected, nan_ok=True)
-    undefined = {"lesion_recall"} if case == "gt_empty" else set()  # the one NaN rule (no target, a prediction)
+    # the one NaN rule (no target, a prediction)
+    undefined = {"lesion_recall"} if case == "gt_empty" else set()
     assert {k for k, v in m.items() if not math.isfinite(v)} == undefined
 
 
