@@ -132,6 +132,22 @@ def wait_until(pred, what: str, proc: subprocess.Popen | None = None, timeout: f
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def freeze_each(preds, what: str, proc: subprocess.Popen, timeout: float = TIMEOUT) -> list[int]:
+    """Poll every ``preds[i]()`` (each returns a pid or None) together and SIGSTOP each process the moment
+    its predicate holds, so that no cell runs on to its end while another one is still awaited; the pids."""
+    pids: list[int | None] = [None] * len(preds)
+
+    def step():
+        for i, pred in enumerate(preds):
+            if pids[i] is None and (pid := pred()):
+                stop(pid)
+                pids[i] = pid
+        return all(pids)
+
+    wait_until(step, what, proc, timeout)
+    return [int(p) for p in pids]
+
+
 def status(cell) -> dict:
     from imbaseg.training.run_dir import RunDir
 

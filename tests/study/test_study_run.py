@@ -15,6 +15,7 @@ from run_helpers import (
     copy_project,
     fake_done,
     finish,
+    freeze_each,
     gone,
     history,
     holder,
@@ -27,7 +28,6 @@ from run_helpers import (
     start_study,
     state,
     status,
-    stop,
     trainings,
     tree,
     wait_until,
@@ -245,9 +245,8 @@ def test_killed_study_resumes_to_the_results_of_an_uninterrupted_one(project, tm
     # 1) SIGINT while both long cells train (each frozen with SIGSTOP once past epoch 1, so that none ends
     # before the signal arrives)
     run1 = start_study(path, project, "--jobs", "2")
-    pids = [wait_until(lambda c=c: running_at_epoch(c, 1), "a long cell past epoch 1", run1) for c in long]
-    for pid in pids:
-        stop(pid)
+    past_1 = [lambda c=c: running_at_epoch(c, 1) for c in long]
+    pids = freeze_each(past_1, "both long cells past epoch 1", run1)
     os.kill(run1.pid, signal.SIGINT)
     for pid in pids:
         cont(pid)
@@ -262,12 +261,8 @@ def test_killed_study_resumes_to_the_results_of_an_uninterrupted_one(project, tm
 
     # 2) SIGKILL of the study itself: its cells notice (parent-death signal), save and stop
     run2 = start_study(path, project, "--jobs", "2")
-    pids = [
-        wait_until(lambda c=c, e=e: running_at_epoch(c, e + 1), "a resumed cell's next epoch", run2)
-        for c, e in zip(long, saved, strict=True)
-    ]
-    for pid in pids:
-        stop(pid)
+    next_epoch = [lambda c=c, e=e: running_at_epoch(c, e + 1) for c, e in zip(long, saved, strict=True)]
+    pids = freeze_each(next_epoch, "both resumed cells' next epoch", run2)
     os.kill(run2.pid, signal.SIGKILL)
     for pid in pids:
         cont(pid)
