@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
-# The main job end to end on the built-in synthetic data, on CPU (see README: about 5-8 minutes on 2 cores).
+# The main job end to end on the built-in synthetic data, on CPU (README: 2 min 30 s on 2 free cores).
 demo: $(STAMP)
 	$(PY) -m imbaseg.demo
 

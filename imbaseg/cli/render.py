@@ -437,6 +437,14 @@ def _n(v, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
 
+def _area_range(c: dict) -> str:
+    """'<= 38 px', '38-23791 px' or '> 23791 px' from a lesion area class (min exclusive, max inclusive)."""
+    lo, hi = c.get("min_area") or 0, c.get("max_area")
+    if hi is None:
+        return f"> {lo:.0f} px"
+    return f"<= {hi:.0f} px" if not lo else f"{lo:.0f}-{hi:.0f} px"
+
+
 def _evaluation_sections(s: dict) -> None:
     """The lesion, object-size and calibration parts of an evaluation summary (absent in older ones)."""
     from rich.table import Table
@@ -445,7 +453,8 @@ def _evaluation_sections(s: dict) -> None:
     if le:
         classes = le["by_area"]["classes"]
         areas = ", ".join(
-            f"{c['class']} {_n(c['recall'], 3)} ({c['detected']}/{c['targets']})" for c in classes
+            f"{c['class']} ({_area_range(c)}) {_n(c['recall'], 3)} ({c['detected']}/{c['targets']})"
+            for c in classes
         )
         console.print(
             f"lesions ({le['rule']}): {le['detected']}/{le['targets']} detected, {le['fp']} false "
