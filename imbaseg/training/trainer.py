@@ -340,6 +340,7 @@ class Trainer:
             self.callbacks = attach(cfg, callbacks, self.preview, lambda: self.state.history, self._say)
         self.stop_requested, self.stop_signal = False, None
         self.signal_times: list[float] = []  # when this process received stop signals
+        self.signal_note: str | None = None  # the handler's message, said by the loop (_signal_notice)
         self.notes: list[tuple[str, str]] = []  # setup messages, said (and logged) when fit() starts
         self.lock, self.log, self._created = None, None, False
         if resume is not None:  # a second process resuming the same folder stops here, at once
@@ -693,6 +694,7 @@ class Trainer:
                 running = self._sync_running(acc.total, acc.count, epoch, acc.n)
             rate = acc.seen * self.world / max(time.perf_counter() - t0, 1e-9)
             self._emit("on_batch", epoch + 1, acc.n, planned, running, rate)
+            self._signal_notice()
             # one process checks every step; ranks agree at the sync, so all stop at the same batch
             if (sync or self.world == 1) and self._stop_agreed():
                 stop = True
@@ -703,9 +705,17 @@ class Trainer:
             return None, self._position(epoch, acc, elapsed)
         return self._epoch_stats(epoch, acc, elapsed), None
 
+    def _signal_notice(self) -> None:
+        """Say what the signal handler noted (it only sets flags: printing or logging from a handler could
+        re-enter the console, logging or an import that the interrupted code was in the middle of)."""
+        text, self.signal_note = self.signal_note, None
+        if text:
+            self._say(text, "warning")
+
     def _stop_agreed(self) -> bool:
         """True when any rank was asked to stop; under torchrun a collective, after which every rank
         knows the signal (a rank that received none adopts it)."""
+        self._signal_notice()
         if self.world == 1:
             return self.stop_requested
         requested, signum = D.max_over_ranks([self.stop_requested, self.stop_signal or 0], self.device)
@@ -1004,7 +1014,8 @@ def _signal_guard(trainer: Trainer):
         if not trainer.stop_requested:  # (a rank may already have adopted another rank's stop)
             trainer.stop_requested, trainer.stop_signal = True, signum
         name = signal.Signals(signum).name
-        trainer._say(f"{name}: stopping after this batch ({name} again aborts at once)...", "warning")
+        trainer.signal_note = f"{name}: stopping after this batch ({name} again aborts at once)..."
+
 
     previous = {}
     for name in STOP_SIGNALS:
