@@ -707,7 +707,7 @@ class Trainer:
 
     def _signal_notice(self) -> None:
         """Say what the signal handler noted (it only sets flags: printing or logging from a handler could
-        re-enter the console, logging or an import that the interrupted code was in the middle of)."""
+        re-enter the terminal output, logging or an import that the interrupted code was in the middle of)."""
         text, self.signal_note = self.signal_note, None
         if text:
             self._say(text, "warning")
