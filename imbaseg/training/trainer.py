@@ -576,12 +576,21 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp)
 
-    def _sync_running(self, total: torch.Tensor, count: int, epoch: int, step: int) -> float:
+    def _sync_running(self, total: torch.Tensor, count: int, epoch: int, step: int,
+                      local: bool = False) -> float:
+        """The mean loss ``total / count``; ``NonFiniteLoss`` when it is NaN or infinite. ``local``: the
+        sums are this rank's own, so under torchrun the ranks first agree (a collective) whether any of
+        them saw a non-finite loss, and all stop together instead of one waiting for a rank that left."""
         value = float(total.item()) / max(count, 1)
+        where = ""
+        if local and self.world > 1:
+            bad = D.max_over_ranks([0 if math.isfinite(value) else self.rank + 1], self.device)[0]
+            if bad and math.isfinite(value):
+                value, where = float("nan"), f" on rank {bad - 1}"
         if not math.isfinite(value):
             raise NonFiniteLoss(
-                f"training loss became {value} at epoch {epoch + 1}, step {step}: lower the learning rate "
-                f"(optim.lr={self.cfg.optim.lr}), enable optim.grad_clip, or check the data. "
+                f"training loss became {value}{where} at epoch {epoch + 1}, step {step}: lower the learning "
+                f"rate (optim.lr={self.cfg.optim.lr}), enable optim.grad_clip, or check the data. "
                 f"Checkpoints written before are intact in {self.folder.checkpoints_dir}"
             )
         return value
@@ -691,7 +700,7 @@ class Trainer:
             acc.n += 1
             sync = acc.n % interval == 0
             if sync:
-                running = self._sync_running(acc.total, acc.count, epoch, acc.n)
+                running = self._sync_running(acc.total, acc.count, epoch, acc.n, local=True)
             rate = acc.seen * self.world / max(time.perf_counter() - t0, 1e-9)
             self._emit("on_batch", epoch + 1, acc.n, planned, running, rate)
             self._signal_notice()
@@ -701,7 +710,8 @@ class Trainer:
                 break
         elapsed = max(time.perf_counter() - t0, 1e-9)
         if stop or self._stop_agreed():
-            self._sync_running(acc.total, acc.count, epoch, acc.n)  # never save a non-finite position
+            # never save a non-finite position
+            self._sync_running(acc.total, acc.count, epoch, acc.n, local=True)
             return None, self._position(epoch, acc, elapsed)
         return self._epoch_stats(epoch, acc, elapsed), None
 

@@ -194,3 +194,28 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_batch_and_resume_is_exact(r
     launch(tiny_root, 2, "--resume", str(run), "--no-progress")
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in history(run)]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in history(runs["ddp-bce"])]
+
+
+def test_a_nan_seen_by_one_rank_stops_both_with_one_line(tiny_root):
+    """Rank 1 alone sees a non-finite running loss (its weights stay finite): at the next sync both ranks
+    stop with NonFiniteLoss, rank 0 says which rank saw it, and status.json records the failure (before,
+    rank 1 left and rank 0 waited in its next collective)."""
+    import time
+
+    from imbaseg.training.run_dir import RunDir
+
+    driver = Path(__file__).with_name("train_driver.py")
+    args = [*COMMON, "--loss", "bce", "--epochs", "2", "--batch-size", "2", "--set", "train.log_interval=2",
+            "--name", "ddp-nan"]
+    env = dict(os.environ, IMBASEG_HOME=str(tiny_root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver),
+           "nan-on", "1", "1", "1", "--", *args]
+    t0 = time.monotonic()
+    out = subprocess.run(cmd, env=env, cwd=tiny_root, capture_output=True, text=True, timeout=240)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0, text[-3000:]
+    assert time.monotonic() - t0 < 200
+    assert "training loss became nan on rank 1 at epoch 1, step 2" in " ".join(text.split()), text[-3000:]
+    status = RunDir(run_dir(tiny_root, "bce", "ddp-nan")).read_status()
+    assert status["state"] == "failed"
+    assert status["error"].startswith("NonFiniteLoss: training loss became nan on rank 1 at epoch 1, step 2")

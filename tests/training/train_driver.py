@@ -7,6 +7,9 @@ can send real signals (or start a second process) exactly there. Not a test modu
         the signal thus lands during that batch, and the run should stop after it.
     python train_driver.py kill-between EPOCH -- ARGS...
         SIGKILL this process after last.pt and before best.pt of epoch EPOCH are written.
+    python train_driver.py nan-on EPOCH BATCH RANK -- ARGS...
+        after batch BATCH of epoch EPOCH on rank RANK, that rank's running loss sum becomes NaN (its
+        weights and gradients stay finite): a non-finite loss seen by one rank alone.
 """
 
 from __future__ import annotations
@@ -64,6 +67,20 @@ def kill_between(epoch: int) -> None:
     T.save_checkpoint = save_then_die
 
 
+def nan_on(epoch: int, batch: int, rank: int) -> None:
+    from imbaseg.training.trainer import Trainer
+
+    step = Trainer._step
+
+    def step_then_nan(self, b, acc):
+        n = step(self, b, acc)
+        if (self.state.epoch + 1, acc.count, self.rank) == (epoch, batch, rank):
+            acc.total += float("nan")
+        return n
+
+    Trainer._step = step_then_nan
+
+
 def main(argv: list[str]) -> None:
     split = argv.index("--")
     mode, opts, args = argv[0], argv[1:split], argv[split + 1 :]
@@ -72,6 +89,8 @@ def main(argv: list[str]) -> None:
         pause_at(int(opts[0]), int(opts[1]), int(opts[2]), Path(opts[3]), signals)
     elif mode == "kill-between":
         kill_between(int(opts[0]))
+    elif mode == "nan-on":
+        nan_on(int(opts[0]), int(opts[1]), int(opts[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
     import torch
