@@ -151,19 +151,15 @@ def run(
 
 
 def _report_after_run(study_file: Path, study, root) -> None:
-    """The report, when every cell of the study is done and the report module is there (issue 13)."""
+    """The report, when every cell of the study is done."""
     from imbaseg.cli import render
     from imbaseg.study.runner import plan as plan_cells
-    from imbaseg.study.runner import report_available
     from imbaseg.study.spec import cells
 
     missing = [v for v in plan_cells(study, cells(study, root)) if v.state != "done"]
     if missing:
         render.study_note(f"report: {len(missing)} cell(s) of the study are not done yet; `imbaseg study "
                           f"report {study_file} --allow-missing` reports the done ones")
-        return
-    if not report_available():
-        render.study_note("report: `imbaseg study report` is not available in this version (issue 13)")
         return
     report(study_file=study_file, metric=[], allow_missing=False, boot=10_000, seed=0, root=root)
 

@@ -539,12 +539,5 @@ def write_last_run(files: StudyFiles, study: Study, result: StudyRun, started: s
     atomic_write_text(files.last_run, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def report_available() -> bool:
-    """True when the study report (``imbaseg.study.report``, issue 13) is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("imbaseg.study.report") is not None
-
-
 __all__ = ["CellView", "LocalExecutor", "RunnerCallbacks", "StudyRun", "describe_cell", "plan", "run_study",
            "study_files"]
