@@ -55,6 +55,14 @@ def write_history(folder: RunDir, rows: list[dict[str, Any]]) -> None:
     plot_history(folder.history_png, rows)
 
 
+def read_history(folder: RunDir) -> list[dict[str, str]]:
+    """The rows of the run folder's history.csv as written by ``write_history`` (values as text)."""
+    import csv
+
+    with open(folder.history_csv, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def plot_history(path: Path, rows: list[dict[str, Any]]) -> None:
     """Loss (train and val) and validation Dice against the epoch."""
     if not rows:

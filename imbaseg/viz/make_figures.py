@@ -225,12 +225,10 @@ def train_one(dataset: str, loss: str, work: Path, epochs: int | None, fresh: bo
 
 def _history(run_dir: Path) -> tuple[int, float]:
     """(epochs run, their wall time) from history.csv: early stopping can end a study run early."""
-    import csv
-
+    from imbaseg.training.history import read_history
     from imbaseg.training.run_dir import RunDir
 
-    with open(RunDir(run_dir).history_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(RunDir(run_dir))
     return len(rows), sum(float(r.get("seconds") or 0.0) for r in rows)
 
 
