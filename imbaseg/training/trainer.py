@@ -703,7 +703,6 @@ class Trainer:
                 running = self._sync_running(acc.total, acc.count, epoch, acc.n, local=True)
             rate = acc.seen * self.world / max(time.perf_counter() - t0, 1e-9)
             self._emit("on_batch", epoch + 1, acc.n, planned, running, rate)
-            self._signal_notice()
             # one process checks every step; ranks agree at the sync, so all stop at the same batch
             if (sync or self.world == 1) and self._stop_agreed():
                 stop = True
@@ -716,8 +715,9 @@ class Trainer:
         return self._epoch_stats(epoch, acc, elapsed), None
 
     def _signal_notice(self) -> None:
-        """Say what the signal handler noted (it only sets flags: printing or logging from a handler could
-        re-enter the terminal output, logging or an import that the interrupted code was in the middle of)."""
+        """Say what the signal handler noted, where the stop is checked (``_stop_agreed``). The handler only
+        sets flags: printing or logging from a handler could re-enter the terminal output, logging or an
+        import that the interrupted code was in the middle of."""
         text, self.signal_note = self.signal_note, None
         if text:
             self._say(text, "warning")
