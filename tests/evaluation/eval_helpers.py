@@ -25,6 +25,21 @@ SPECS = [
 DATASET = "tiny-fov"
 
 
+def read_rows(path: Path) -> list[dict]:
+    """A CSV file's rows as dicts of text (per_image.csv, comparison.csv, manifest.csv)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def native_mask(root: Path, sub: str, item_id: str) -> np.ndarray:
+    """The prepared (native-size) mask or FOV ``sub`` of ``item_id`` in the tiny dataset, as bool."""
+    from imbaseg.data.io import read_mask
+
+    return read_mask(root / "data" / "prepared" / DATASET / sub / f"{item_id}.png") > 127
+
+
 def sample(k: int, h: int, w: int, discs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bright discs on a noisy background (RGB uint8), their mask, and an elliptic field of view."""
     rng = np.random.default_rng(100 + k)

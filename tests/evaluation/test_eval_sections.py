@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from eval_helpers import DATASET, fit_tiny, save_run
+from eval_helpers import DATASET, fit_tiny, native_mask, read_rows, save_run
 from PIL import Image
 from scipy import ndimage as ndi
 from typer.testing import CliRunner
@@ -40,24 +40,15 @@ runner = CliRunner()
 EIGHT = np.ones((3, 3), bool)
 
 
-def rows_of(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def native(root: Path, sub: str, item_id: str) -> np.ndarray:
-    return read_mask(root / "data" / "prepared" / DATASET / sub / f"{item_id}.png") > 127
-
-
 def test_lesion_size_and_calibration_sections(run_copy, tiny_project):
     root = tiny_project["root"]
     s = evaluate_run(run_copy, split="test", device="cpu")
     out = run_copy / "eval" / "test"
-    rows = rows_of(out / "per_image.csv")
+    rows = read_rows(out / "per_image.csv")
     # lesion counts per image: scipy's 8-connected labels of the saved prediction and the mask in the FOV
     areas, hits = [], []
     for r in rows:
-        mask, fov = native(root, "masks", r["id"]), native(root, "fov", r["id"])
+        mask, fov = native_mask(root, "masks", r["id"]), native_mask(root, "fov", r["id"])
         pred = read_mask(out / "predictions" / f"{r['id']}.png") > 0
         lt, nt = ndi.label(mask & fov, structure=EIGHT)
         lp, npred = ndi.label(pred & fov, structure=EIGHT)
@@ -81,7 +72,7 @@ def test_lesion_size_and_calibration_sections(run_copy, tiny_project):
     fg = {r["id"]: float(r["fg_fraction"]) for r in rows}
     manifest = {
         r["id"]: float(r["fg_fraction"])
-        for r in rows_of(root / "data" / "prepared" / DATASET / "manifest.csv")
+        for r in read_rows(root / "data" / "prepared" / DATASET / "manifest.csv")
     }
     assert all(abs(fg[i] - manifest[i]) < 1e-6 for i in fg)  # the manifest's fg_fraction, unrounded
     edges = np.quantile([v for v in fg.values() if v > 0], [1 / 3, 2 / 3])
@@ -115,7 +106,7 @@ def test_lesion_options_and_given_size_bins(run_copy):
     assert ">= 0.5" in s["lesion"]["rule"]
     assert s["by_size"]["rule"] == "given" and s["by_size"]["edges"] == [0.0, 0.05, 0.08, 1.0]
     assert [b["bin"] for b in s["by_size"]["bins"]][-3:] == ["small", "medium", "large"]
-    for r in rows_of(run_copy / "eval" / "test" / "per_image.csv"):
+    for r in read_rows(run_copy / "eval" / "test" / "per_image.csv"):
         v = float(r["fg_fraction"])
         assert r["size_bin"] == (
             "empty" if v == 0 else "small" if v <= 0.05 else "medium" if v <= 0.08 else "large"
@@ -167,7 +158,7 @@ def test_evaluate_several_runs_compares_chosen_metrics_per_size_bin(tiny_project
     res = evaluate_runs(
         [a, b], out=tmp_path / "cmp", split="test", device="cpu", metrics=["lesion_f1", "ece"]
     )
-    rows = rows_of(tmp_path / "cmp" / "comparison.csv")
+    rows = read_rows(tmp_path / "cmp" / "comparison.csv")
     assert {r["metric"] for r in rows} == {"lesion_f1", "ece"}
     assert {r["direction"] for r in rows if r["metric"] == "ece"} == {"lower"}
     bins = res["comparison"].bins[0]
@@ -187,7 +178,7 @@ def test_evaluate_several_runs_compares_chosen_metrics_per_size_bin(tiny_project
     r = runner.invoke(viz, ["compare", str(a), str(b), "--metric", "ece", "lesion_fp", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert "p Holm (ece)" in r.output and "FP components" in r.output
-    assert {row["metric"] for row in rows_of(out.with_name("ab_comparison.csv"))} == {"ece", "lesion_fp"}
+    assert {row["metric"] for row in read_rows(out.with_name("ab_comparison.csv"))} == {"ece", "lesion_fp"}
     r = runner.invoke(viz, ["compare", str(a), str(b), "--metric", "eec", "--out", str(out)])
     assert r.exit_code == 2 and "Did you mean 'ece'" in r.stderr
 
@@ -279,7 +270,7 @@ def test_directions_and_metric_names():
 def test_an_older_per_image_csv_is_read_without_the_new_columns(run_copy):
     evaluate_run(run_copy, split="test", device="cpu")
     path = run_copy / "eval" / "test" / "per_image.csv"
-    rows = rows_of(path)
+    rows = read_rows(path)
     old = ("id", "height", "width", "fg_fraction", "empty_case", *METRIC_NAMES[:10])
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=old, extrasaction="ignore")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import DATASET, SPECS, fit_tiny, make_prepared, save_run, tiny_config
+from eval_helpers import (
+    DATASET,
+    SPECS,
+    fit_tiny,
+    make_prepared,
+    native_mask,
+    read_rows,
+    save_run,
+    tiny_config,
+)
 
 from imbaseg.data.io import read_mask
 from imbaseg.errors import UserError
@@ -30,15 +38,6 @@ from imbaseg.metrics import (
 TEST_IDS = [f"img{k:02d}" for k, s in enumerate(SPECS) if s[0] == "test"]
 
 
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def native(root: Path, sub: str, item_id: str) -> np.ndarray:
-    return read_mask(root / "data" / "prepared" / DATASET / sub / f"{item_id}.png") > 127
-
-
 def test_evaluate_files_columns_and_recomputed_metrics(run_copy, tiny_project):
     root = tiny_project["root"]
     s = evaluate_run(run_copy, split="test", device="cpu", save_probabilities=True)
@@ -52,7 +51,7 @@ def test_evaluate_files_columns_and_recomputed_metrics(run_copy, tiny_project):
     assert [r["id"] for r in rows] == TEST_IDS
     probs_all, masks_all, fovs_all = [], [], []
     for r in rows:
-        mask, fov = native(root, "masks", r["id"]), native(root, "fov", r["id"])
+        mask, fov = native_mask(root, "masks", r["id"]), native_mask(root, "fov", r["id"])
         pred = read_mask(out / "predictions" / f"{r['id']}.png")
         assert pred.shape == mask.shape == (int(r["height"]), int(r["width"]))  # native size, not 32x32
         assert set(np.unique(pred)) <= {0, 255}
@@ -149,7 +148,7 @@ def test_auto_threshold_is_dice_optimal_on_val(run_copy, tiny_project):
     ref = [
         np.mean(
             [
-                compute_metrics(p >= t, native(root, "masks", i), native(root, "fov", i))["dice"]
+                compute_metrics(p >= t, native_mask(root, "masks", i), native_mask(root, "fov", i))["dice"]
                 for p, i in zip(probs, val_ids, strict=True)
             ]
         )
