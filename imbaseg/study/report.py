@@ -625,26 +625,13 @@ def report_texts(rep: StudyReport) -> dict[str, str]:
 
 
 def _replace_files(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
-    """Write every file into a staging folder inside ``out`` first, then move them in place: a full disk or
-    a kill while writing leaves the previous report whole (the folder's other files, e.g. study run's logs,
-    are never touched). The staging folder's name is one ``remove_stale_temps`` cleans up."""
-    import shutil
-    import uuid
+    """Write every file through ``paths.staged_files``: a full disk or a kill while writing leaves the
+    previous report whole (the folder's other files, e.g. study run's logs, are never touched)."""
+    from imbaseg.paths import staged_files
 
-    from imbaseg.paths import atomic_write_bytes, remove_stale_temps, write_error
-
-    remove_stale_temps(out)
-    stage = out / f".report.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        stage.mkdir()
+    with staged_files(out) as stage:
         for name, data in contents.items():
-            atomic_write_bytes(stage / name, data)
-        for name in contents:
-            os.replace(stage / name, out / name)
-    except OSError as exc:
-        raise write_error(out, exc) from exc
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+            (stage / name).write_bytes(data)
     return {name: out / name for name in contents}
 
 
